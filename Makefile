@@ -1,0 +1,29 @@
+# `make install` then `make test`; everything runs offline on a CPU.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: install test test-slow lint bench toy-model clean
+
+install:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# A CPU build of torch unless a GPU is present, so no CUDA wheels land on a CPU machine.
+	if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install -q torch; else $(PIP) install -q torch==2.13.0; fi
+	$(PIP) install -q -e ".[dev]"
+
+test:
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -m "not slow"
+
+test-slow:
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -m slow
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench:
+	HF_HUB_OFFLINE=1 $(PY) -m experiments.bench
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,95 @@
+"""Prompt templates: the neutral sentences a new word is trained in.
+
+The object and style sets are the paper's small sets (27 and 19 sentences, from the official
+code); "{}" stands for the placeholder. Per-image tokens use the same sentences with " with {}"
+appended, as the paper's "a photo of a {} with {}".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+OBJECT_TEMPLATES = [
+    "a photo of a {}",
+    "a rendering of a {}",
+    "a cropped photo of the {}",
+    "the photo of a {}",
+    "a photo of a clean {}",
+    "a photo of a dirty {}",
+    "a dark photo of the {}",
+    "a photo of my {}",
+    "a photo of the cool {}",
+    "a close-up photo of a {}",
+    "a bright photo of the {}",
+    "a cropped photo of a {}",
+    "a photo of the {}",
+    "a good photo of the {}",
+    "a photo of one {}",
+    "a close-up photo of the {}",
+    "a rendition of the {}",
+    "a photo of the clean {}",
+    "a rendition of a {}",
+    "a photo of a nice {}",
+    "a good photo of a {}",
+    "a photo of the nice {}",
+    "a photo of the small {}",
+    "a photo of the weird {}",
+    "a photo of the large {}",
+    "a photo of a cool {}",
+    "a photo of a small {}",
+]
+
+STYLE_TEMPLATES = [
+    "a painting in the style of {}",
+    "a rendering in the style of {}",
+    "a cropped painting in the style of {}",
+    "the painting in the style of {}",
+    "a clean painting in the style of {}",
+    "a dirty painting in the style of {}",
+    "a dark painting in the style of {}",
+    "a picture in the style of {}",
+    "a cool painting in the style of {}",
+    "a close-up painting in the style of {}",
+    "a bright painting in the style of {}",
+    "a cropped painting in the style of {}",
+    "a good painting in the style of {}",
+    "a close-up painting in the style of {}",
+    "a rendition in the style of {}",
+    "a nice painting in the style of {}",
+    "a small painting in the style of {}",
+    "a weird painting in the style of {}",
+    "a large painting in the style of {}",
+]
+
+BUILTIN = {"object": OBJECT_TEMPLATES, "style": STYLE_TEMPLATES}
+
+
+def builtin(kind: str) -> list[str]:
+    """The paper's ``object`` or ``style`` sentences."""
+    if kind not in BUILTIN:
+        raise ValueError(f"template.kind={kind!r} is unknown; use one of {sorted(BUILTIN)}")
+    return list(BUILTIN[kind])
+
+
+def from_file(path: str) -> list[str]:
+    """One template a line, each with exactly one "{}"; blank lines and "#" comments skipped."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ValueError(f"template.path={path!r} is not a file; give a text file, one template a line")
+    templates = [
+        line.strip()
+        for line in file.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    bad = [t for t in templates if t.count("{}") != 1]
+    if bad or not templates:
+        raise ValueError(
+            f"template file {path}: every line needs exactly one '{{}}' for the word"
+            + (f"; this one does not: {bad[0]!r}" if bad else "; the file has no templates")
+        )
+    return templates
+
+
+def with_image_token(template: str) -> str:
+    """The per-image form of a template: "a photo of a {}" -> "a photo of a {} with {}"."""
+    return template + " with {}"
