@@ -1,0 +1,72 @@
+"""Shared fixtures: configs composed as `python -m tirun` composes them, tiny models, images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image, ImageDraw
+
+from tirun.models import Components, build_random
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+torch.set_num_threads(2)
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def compose_config(*overrides: str):
+    """The config `python -m tirun OVERRIDES` would run with (CPU, tiny, no tracker)."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def make_images(folder: Path, count: int = 4, size: tuple[int, int] = (40, 36)) -> Path:
+    """A few small pictures of a red disc on different blues."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image = Image.new("RGB", size, (20 * i, 90, 200))
+        ImageDraw.Draw(image).ellipse((4 + i, 4, 26 + i, 28), fill=(230, 20, 20))
+        image.save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return make_images(tmp_path / "images")
+
+
+@pytest.fixture
+def tiny_sd1() -> Components:
+    return build_random("tiny-sd1", seed=0)
+
+
+@pytest.fixture
+def tiny_sdxl() -> Components:
+    return build_random("tiny-sdxl", seed=0)
+
+
+@pytest.fixture
+def tiny_run(tmp_path: Path, image_folder: Path):
+    """Train a tiny word and return (metrics, objects, run_dir); extra overrides allowed."""
+    from tirun.train import train
+
+    def run(*overrides: str, run_dir: Path | None = None):
+        cfg = compose_config(
+            "model=tiny",
+            "tracker=none",
+            f"dataset.path={image_folder}",
+            "train.max_steps=4",
+            "train.batch_size=2",
+            "train.checkpoint_every=0",
+            *overrides,
+        )
+        folder = run_dir or tmp_path / "run"
+        metrics, objects = train(cfg, run_dir=folder)
+        return metrics, objects, folder
+
+    return run

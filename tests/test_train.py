@@ -1,0 +1,179 @@
+"""The trainer on tiny models: outputs, frozen weights, resume, variants, warnings."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tirun import checkpoint
+from tirun.models import build_random
+from tirun.word import PlaceholderEmbedding
+
+
+def test_tiny_run_writes_embedding_metrics_config_and_validation_grid(tiny_run):
+    metrics, _, run_dir = tiny_run("validation.every=2", "validation.images_per_prompt=2", "validation.steps=2")
+    assert metrics["status"] == "finished" and metrics["steps"] == 4
+    saved = load_file(run_dir / "learned_embeds.safetensors")
+    assert list(saved) == ["<concept>"] and saved["<concept>"].shape == (1, 32)
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "config.yaml").is_file()
+    assert (run_dir / "samples/validation/step_000004.png").is_file()
+    assert metrics["timing"]["step_s"] > 0 and metrics["final_loss"] > 0
+
+
+def test_saved_word_loads_with_diffusers_own_loader(tiny_run, tiny_sd1):
+    _, objects, run_dir = tiny_run()
+    pipe = tiny_sd1.pipeline()
+    pipe.load_textual_inversion(str(run_dir / "learned_embeds.safetensors"))
+    token_id = pipe.tokenizer.convert_tokens_to_ids("<concept>")
+    row = pipe.text_encoder.get_input_embeddings().weight[token_id]
+    assert torch.equal(row, objects["word"].vectors[0][0].detach())
+    image = pipe("a photo of a <concept>", num_inference_steps=2, height=32, width=32).images[0]
+    assert image.size == (32, 32)
+
+
+def test_only_the_word_trains_and_every_frozen_weight_stays_bit_for_bit(tiny_run):
+    metrics, objects, _ = tiny_run()
+    trained, fresh = objects["components"], build_random("tiny-sd1", seed=0)
+    word = objects["word"]
+    assert torch.equal(word.tables[0].weight, fresh.text_encoders[0].get_input_embeddings().weight)
+    for module, reference in [(trained.unet, fresh.unet), (trained.vae, fresh.vae)]:
+        for (name, p), (_, q) in zip(module.named_parameters(), reference.named_parameters(), strict=True):
+            assert torch.equal(p, q), name
+            assert not p.requires_grad and not module.training
+    assert not word.vectors[0].detach().equal(word.initial[0].expand_as(word.vectors[0]))
+    # AdamW's two moments over one 32-wide vector (+ a step counter): the size of the word.
+    assert metrics["optimizer_state_bytes"] <= 2 * 32 * 4 + 8
+
+
+def test_same_config_and_seed_give_the_same_embedding(tiny_run, tmp_path):
+    tiny_run(run_dir=tmp_path / "a")
+    tiny_run(run_dir=tmp_path / "b")
+    a = load_file(tmp_path / "a/learned_embeds.safetensors")["<concept>"]
+    b = load_file(tmp_path / "b/learned_embeds.safetensors")["<concept>"]
+    assert torch.equal(a, b)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_latest_ends_with_the_same_embedding_as_an_unbroken_run(tiny_run, tmp_path, monkeypatch):
+    common = ("train.checkpoint_every=2", "train.max_steps=6", "optimizer.scheduler=linear", "dataset.repeats=1")
+    tiny_run(*common, run_dir=tmp_path / "whole")
+
+    save = checkpoint.save
+
+    def save_then_die(*args, **kwargs):
+        save(*args, **kwargs)
+        raise Killed  # the process dies right after the step-2 checkpoint
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(Killed):
+        tiny_run(*common, run_dir=tmp_path / "broken")
+    monkeypatch.setattr(checkpoint, "save", save)
+    metrics, _, _ = tiny_run(*common, "resume=latest", run_dir=tmp_path / "broken")
+    assert metrics["steps"] == 6
+    whole = load_file(tmp_path / "whole/learned_embeds.safetensors")["<concept>"]
+    resumed = load_file(tmp_path / "broken/learned_embeds.safetensors")["<concept>"]
+    assert torch.equal(whole, resumed)
+
+
+def test_resume_skips_a_half_written_checkpoint_with_a_warning(tiny_run, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    tiny_run("train.checkpoint_every=2", "train.max_steps=4", run_dir=run_dir)
+    ckpts = run_dir / "checkpoints"
+    shutil.copytree(ckpts / "step_000004", ckpts / ".step_000006.partial")
+    (ckpts / "step_000004" / "state.json").unlink()  # as if killed before completing
+    with caplog.at_level(logging.WARNING):
+        metrics, _, _ = tiny_run("train.checkpoint_every=2", "train.max_steps=4", "resume=latest", run_dir=run_dir)
+    assert "half-written checkpoint" in caplog.text and "step_000004" in caplog.text
+    assert metrics["steps"] == 4  # resumed from step 2, the last complete one
+
+
+def test_resume_latest_without_any_checkpoint_is_an_error_not_a_fresh_start(tiny_run, tmp_path):
+    with pytest.raises(ValueError, match="resume=latest found no complete checkpoint"):
+        tiny_run("resume=latest", run_dir=tmp_path / "empty")
+
+
+def test_sdxl_word_has_one_vector_set_per_encoder_and_saves_the_diffusers_pair(tiny_run):
+    metrics, _, run_dir = tiny_run("model=tiny_sdxl", "validation.every=4", "validation.images_per_prompt=1", "validation.steps=2")
+    assert metrics["status"] == "finished"
+    first = load_file(run_dir / "learned_embeds.safetensors")["<concept>"]
+    second = load_file(run_dir / "learned_embeds_2.safetensors")["<concept>"]
+    assert first.shape == (1, 32) and second.shape == (1, 32)
+    assert (run_dir / "samples/validation/step_000004.png").is_file()
+
+
+def test_v_prediction_trains_against_the_velocity_target(tiny_run):
+    eps, _, _ = tiny_run("model.prediction_type=epsilon")
+    vel, objects, _ = tiny_run("model.prediction_type=v_prediction")
+    assert objects["components"].prediction_type == "v_prediction"
+    assert vel["first_loss"] != eps["first_loss"]
+
+
+def test_progressive_vectors_keep_unused_vectors_at_the_initializer(tiny_run):
+    _, objects, run_dir = tiny_run("word.num_vectors=3", "word.progressive_every=3")
+    word = objects["word"]
+    vectors = word.vectors[0].detach()
+    assert torch.equal(vectors[2], word.initial[0])  # never in use: held where it started
+    assert not torch.equal(vectors[0], word.initial[0]) and not torch.equal(vectors[1], word.initial[0])
+    assert load_file(run_dir / "learned_embeds.safetensors")["<concept>"].shape == (3, 32)
+
+
+def test_per_image_tokens_train_but_stay_out_of_the_saved_word(tiny_run):
+    _, objects, run_dir = tiny_run("word.image_tokens=true", "word.image_token_p=1.0")
+    word = objects["word"]
+    assert len(word.image_tokens) == 4 and word.vectors[0].shape[0] == 5
+    assert load_file(run_dir / "learned_embeds.safetensors")["<concept>"].shape == (1, 32)
+
+
+def test_l2_regulariser_keeps_the_word_closer_to_its_initializer(tiny_run, tmp_path):
+    free, _, _ = tiny_run(run_dir=tmp_path / "free")
+    tied, _, _ = tiny_run("word.init_l2=1000", run_dir=tmp_path / "tied")
+    assert tied["word"]["word/shift"] < free["word"]["word/shift"]
+
+
+def test_min_snr_noise_offset_accumulation_and_clipping_run(tiny_run):
+    metrics, _, _ = tiny_run(
+        "train.min_snr_gamma=5", "train.noise_offset=0.1", "train.grad_accum=2", "optimizer.max_grad_norm=1.0",
+        "optimizer.scheduler=cosine", "optimizer.warmup_steps=2", "train.attention=eager",
+        "train.gradient_checkpointing=true",
+    )
+    assert metrics["status"] == "finished"
+
+
+def test_placeholder_embedding_substitutes_only_the_new_rows():
+    table = torch.nn.Embedding(10, 4)
+    vectors = torch.nn.Parameter(torch.ones(2, 4))
+    embed = PlaceholderEmbedding(table, first_id=10, vectors=vectors)
+    out = embed(torch.tensor([[1, 10, 11, 3]]))
+    assert torch.equal(out[0, 0], table.weight[1]) and torch.equal(out[0, 3], table.weight[3])
+    assert torch.equal(out[0, 1], vectors[0]) and torch.equal(out[0, 2], vectors[1])
+    out.sum().backward()
+    assert table.weight.grad is not None and vectors.grad.abs().sum() > 0
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_files(tiny_run, caplog):
+    with caplog.at_level(logging.WARNING):
+        metrics, _, run_dir = tiny_run("optimizer.lr=1e30", "optimizer.scale_lr=false", "train.checkpoint_every=1")
+    assert metrics["status"] == "diverged"
+    assert sum("non-finite" in r.getMessage() or "loss is" in r.getMessage() for r in caplog.records) == 1
+    assert not (run_dir / "learned_embeds.safetensors").exists()
+    for ckpt in (run_dir / "checkpoints").glob("step_*"):
+        assert torch.isfinite(load_file(ckpt / "tensors.safetensors")["vectors.0"]).all()
+
+
+def test_vectors_that_do_not_move_are_reported(tiny_run, caplog):
+    with caplog.at_level(logging.WARNING):
+        tiny_run("optimizer.lr=0", "train.stall_steps=2")
+    assert "have not moved after 2 steps" in caplog.text
+
+
+def test_an_overgrown_word_norm_is_reported_once(tiny_run, caplog):
+    with caplog.at_level(logging.WARNING):
+        tiny_run("train.norm_warn_ratio=0.001")
+    assert sum("overfit word" in r.getMessage() for r in caplog.records) == 1
