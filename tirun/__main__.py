@@ -10,6 +10,10 @@ import hydra
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+
 from tirun.train import train
 
 log = logging.getLogger("tirun")
@@ -27,10 +31,20 @@ def metric_value(metrics: dict, name: str | None) -> float | None:
     return float(value)
 
 
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train a word (unless `embeddings=[...]` names saved ones), then run the application."""
+    metrics, objects = train(cfg, run_dir) if not cfg.embeddings else ({}, {})
+    if cfg.get("application") is not None:
+        from tirun.applications import run as run_application
+
+        metrics = run_application(cfg, run_dir, metrics, objects)
+    return metrics
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
-        metrics, _ = train(cfg)
+        metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
         return metric_value(metrics, cfg.optimized_metric)
     except (ValueError, MissingMandatoryValue) as error:
         if os.environ.get("TIRUN_DEBUG"):

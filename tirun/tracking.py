@@ -37,3 +37,8 @@ def log_images(accelerator, key: str, picture, step: int) -> None:
             import wandb
 
             tracker.log({key: wandb.Image(picture)}, step=step)
+
+
+def finish(accelerator, metrics: dict, files: list[str]) -> None:
+    """Close the trackers at the end of training."""
+    accelerator.end_training()

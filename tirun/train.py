@@ -280,6 +280,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
     }
     if accelerator.is_main_process:
         write_json(run_dir / "metrics.json", metrics)
+    tracking.finish(accelerator, metrics, files)
     return metrics, objects
 
 
