@@ -128,7 +128,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
     accelerator.init_trackers(
         tracking.project(cfg.tracker),
         config=OmegaConf.to_container(cfg, resolve=True),
-        init_kwargs=tracking.init_kwargs(cfg.tracker, cfg),
+        init_kwargs=tracking.init_kwargs(cfg.tracker, cfg, run_dir),
     )
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     if accelerator.is_main_process:
@@ -140,8 +140,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
     first_step_s = None
     status = "finished"
     warned: set[str] = set()
-    bar = tqdm(range(step, tc.max_steps), disable=not accelerator.is_main_process, desc="train")
-    for step in range(step, tc.max_steps):
+    bar = tqdm(total=tc.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train")
+    while step < tc.max_steps:
         tick = time.perf_counter()
         active = word.num_vectors
         if wc.progressive_every:

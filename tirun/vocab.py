@@ -25,13 +25,9 @@ from tirun.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 END_OF_WORD = "</w>"
 
-# Words the tiny test models know besides the templates: common initializers and subjects.
-TINY_WORDS = (
-    "toy cat dog sculpture painting statue object thing style art drawing photo picture "
-    "person doctor man woman red green blue yellow purple orange white black circle square "
-    "triangle ring star cross on the beach in forest street city snow grass sky water wall "
-    "with and of a an in by at"
-).split()
+# Words the tiny test models know besides the templates and the toy world's: common
+# initializers and subjects.
+TINY_WORDS = ["toy", "cat", "dog", "sculpture", "painting", "statue", "object", "thing", "style", "art", "drawing", "photo", "picture", "person", "doctor", "man", "woman", "red", "green", "blue", "yellow", "purple", "orange", "white", "black", "circle", "square", "triangle", "ring", "star", "cross", "on", "the", "beach", "in", "forest", "street", "city", "snow", "grass", "sky", "water", "wall", "with", "and", "of", "a", "an", "in", "by", "at"]
 
 
 @lru_cache(maxsize=1)
@@ -124,7 +120,9 @@ def template_words() -> list[str]:
 
 def main() -> None:
     out = sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).parent / "assets" / "tokenizer")
-    write_tokenizer(template_words() + TINY_WORDS, out)
+    from tirun.toyworld.world import toy_words
+
+    write_tokenizer(template_words() + TINY_WORDS + toy_words(), out)
     print(f"wrote {out}")
 
 

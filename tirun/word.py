@@ -89,7 +89,12 @@ class Word:
         self.tables: list[nn.Embedding] = []
         new_tokens = self.word_tokens + self.image_tokens
         for tokenizer, encoder in zip(components.tokenizers, components.text_encoders, strict=True):
-            known = [t for t in new_tokens if t in tokenizer.get_vocab()]
+            # CLIP's vocabulary spells words "cat</w>": a token that encodes to one known id is
+            # a word the model already has, and adding it would shadow that word.
+            known = [
+                t for t in new_tokens
+                if t in tokenizer.get_vocab() or len(tokenizer(t, add_special_tokens=False).input_ids) == 1
+            ]
             if known:
                 raise ValueError(
                     f"word.token={token!r}: {known[0]!r} is already in the vocabulary; "

@@ -1,0 +1,90 @@
+"""Config composition: every preset composes, every group builds, unknown keys fail."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF, compose_config
+
+PRESETS = sorted(p.stem for p in (Path(CONF) / "exp").glob("*.yaml"))
+ROOT = Path(CONF).parent
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_exp_preset_composes_and_resolves(preset):
+    cfg = compose_config(f"+exp={preset}")
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert resolved["word"]["token"] and resolved["train"]["max_steps"] > 0
+    assert resolved["model"]["_target_"] and resolved["dataset"]["images"]["_target_"]
+
+
+def test_the_debug_preset_is_a_short_tiny_run():
+    cfg = compose_config("+debug=default", "dataset.path=/tmp")
+    assert cfg.train.max_steps <= 10 and cfg.model.arch_dir == "tiny-sd1" and cfg.tracker.name == "none"
+
+
+@pytest.mark.parametrize("template", ["object", "style"])
+def test_template_groups_build_the_papers_sentences(template):
+    templates = instantiate(compose_config(f"template={template}").template)
+    assert len(templates) == {"object": 27, "style": 19}[template]
+    assert all(t.count("{}") == 1 for t in templates)
+
+
+def test_template_file_group_reads_your_own_sentences(tmp_path):
+    file = tmp_path / "mine.txt"
+    file.write_text("# mine\na drawing of {}\n\n{} on a shelf\n")
+    cfg = compose_config("template=file", f"template.path={file}")
+    assert instantiate(cfg.template) == ["a drawing of {}", "{} on a shelf"]
+
+
+def test_template_file_without_a_placeholder_is_refused(tmp_path):
+    file = tmp_path / "bad.txt"
+    file.write_text("a drawing of a cat\n")
+    with pytest.raises(Exception, match="exactly one '\\{\\}'"):
+        instantiate(compose_config("template=file", f"template.path={file}").template)
+
+
+def test_optimizer_group_builds_adamw_with_the_papers_defaults():
+    cfg = compose_config()
+    assert cfg.optimizer.lr == 5e-3 and cfg.optimizer.scale_lr
+    import torch
+
+    optimizer = instantiate(cfg.optimizer.optim)([torch.nn.Parameter(torch.zeros(2))], lr=cfg.optimizer.lr)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["weight_decay"] == 0.01
+
+
+def test_an_unknown_config_key_fails_at_composition():
+    with pytest.raises(ConfigCompositionException, match="train.max_stepz"):
+        compose_config("train.max_stepz=3")
+
+
+def _tirun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tirun", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def test_the_cli_reports_a_missing_value_in_one_line_and_exits_2(tmp_path):
+    result = _tirun("tracker=none", f"hydra.run.dir={tmp_path}/run", cwd=ROOT)
+    assert result.returncode == 2
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("tirun: error")]
+    assert error_lines == ["tirun: error: config key dataset.path needs a value: add dataset.path=... to the command"]
+    assert "Traceback" not in result.stderr
+
+
+def test_the_main_command_runs_as_scripts_call_it(tmp_path):
+    result = _tirun(
+        "+exp=object", "model=tiny", "train.max_steps=4", "tracker=none", f"hydra.run.dir={tmp_path}/run",
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "run/learned_embeds.safetensors").is_file()
+    assert (tmp_path / "run/metrics.json").is_file()

@@ -1,0 +1,57 @@
+"""The new word: refused placeholders and initializers, and its one parameter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tirun.models import build_random
+from tirun.word import Word
+
+
+def test_a_placeholder_already_in_the_vocabulary_is_refused(tiny_sd1):
+    with pytest.raises(ValueError, match="word.token='cat': 'cat' is already in the vocabulary"):
+        Word(tiny_sd1, token="cat", initializer="toy")
+
+
+def test_an_initializer_of_several_tokens_is_refused(tiny_sd1):
+    with pytest.raises(ValueError, match=r"word.initializer='close-up' is 3 tokens \(close</w> -</w> up</w>\), not one"):
+        Word(tiny_sd1, token="<x>", initializer="close-up")
+
+
+def test_zero_vectors_is_refused(tiny_sd1):
+    with pytest.raises(ValueError, match="word.num_vectors=0 must be at least 1"):
+        Word(tiny_sd1, token="<x>", initializer="toy", num_vectors=0)
+
+
+def test_every_vector_starts_as_the_initializer_embedding(tiny_sd1):
+    toy_id = tiny_sd1.tokenizers[0].convert_tokens_to_ids("toy</w>")
+    table_row = tiny_sd1.text_encoders[0].get_input_embeddings().weight[toy_id].clone()
+    word = Word(tiny_sd1, token="<x>", initializer="toy", num_vectors=3)
+    assert word.text() == "<x> <x>_1 <x>_2"
+    assert all(torch.equal(v, table_row) for v in word.vectors[0])
+
+
+def test_the_word_is_the_only_trainable_parameter(tiny_sd1):
+    tiny_sd1.freeze()
+    word = Word(tiny_sd1, token="<x>", initializer="toy")
+    trainable = [p for p in tiny_sd1.text_encoders[0].parameters() if p.requires_grad]
+    assert len(trainable) == 1 and trainable[0] is word.vectors[0]
+
+
+def test_sdxl_words_get_a_vector_set_of_each_encoders_width(tiny_sdxl):
+    word = Word(tiny_sdxl, token="<x>", initializer="toy", num_vectors=2)
+    assert [tuple(v.shape) for v in word.vectors] == [(2, 32), (2, 32)]
+
+
+def test_xformers_without_the_package_or_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="train.attention=xformers (needs the xformers package|runs on CUDA only)"):
+        build_random("tiny-sd1").set_attention("xformers")
+
+
+def test_an_unreachable_model_says_how_to_point_at_a_local_folder(monkeypatch):
+    from tirun.models import load_pretrained
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match=r"model.path='no-such/model' could not be loaded .*model.path=/a/local/folder"):
+        load_pretrained("no-such/model", resolution=512)
