@@ -177,3 +177,10 @@ def test_an_overgrown_word_norm_is_reported_once(tiny_run, caplog):
     with caplog.at_level(logging.WARNING):
         tiny_run("train.norm_warn_ratio=0.001")
     assert sum("overfit word" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_bf16_mixed_precision_keeps_the_word_in_fp32(tiny_run):
+    metrics, objects, _ = tiny_run("train.mixed_precision=bf16", "train.cpu=true")
+    assert metrics["status"] == "finished"
+    assert objects["word"].vectors[0].dtype == torch.float32
+    assert objects["components"].unet.dtype == torch.bfloat16

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import compute_snr
@@ -52,6 +53,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
 
     # 1. Accelerator, seeds. All ranks draw the same global batch and take their slice, so a
     #    run's result does not depend on the number of processes.
+    # Accelerate keeps its settings process-wide; a sweep's next job in this process may ask
+    # for another precision. The process group (PartialState) stays.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=tc.mixed_precision,
         cpu=tc.cpu,
@@ -235,6 +239,10 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
         bar.update()
         if step % tc.log_every == 0 or step == tc.max_steps:
             accelerator.log({"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0], **stats}, step=step)
+            log.info(
+                "step %d loss %.4f lr %.2e norm %.3f cosine-to-init %.3f", step, step_loss,
+                lr_scheduler.get_last_lr()[0], stats["word/norm"], stats["word/cosine_to_init"],
+            )
         if step == tc.stall_steps and stats["word/shift"] < 1e-6 and "stall" not in warned:
             warned.add("stall")
             log.warning("the word's vectors have not moved after %d steps: check optimizer.lr", step)
