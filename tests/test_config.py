@@ -27,7 +27,11 @@ def test_every_exp_preset_composes_and_resolves(preset):
 
 def test_the_debug_preset_is_a_short_tiny_run():
     cfg = compose_config("+debug=default", "dataset.path=/tmp")
-    assert cfg.train.max_steps <= 10 and cfg.model.arch_dir == "tiny-sd1" and cfg.tracker.name == "none"
+    assert (
+        cfg.train.max_steps <= 10
+        and cfg.model.arch_dir == "tiny-sd1"
+        and cfg.tracker.name == "none"
+    )
 
 
 @pytest.mark.parametrize("template", ["object", "style"])
@@ -56,7 +60,9 @@ def test_optimizer_group_builds_adamw_with_the_papers_defaults():
     assert cfg.optimizer.lr == 5e-3 and cfg.optimizer.scale_lr
     import torch
 
-    optimizer = instantiate(cfg.optimizer.optim)([torch.nn.Parameter(torch.zeros(2))], lr=cfg.optimizer.lr)
+    optimizer = instantiate(cfg.optimizer.optim)(
+        [torch.nn.Parameter(torch.zeros(2))], lr=cfg.optimizer.lr
+    )
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["weight_decay"] == 0.01
 
 
@@ -67,7 +73,11 @@ def test_an_unknown_config_key_fails_at_composition():
 
 def _tirun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tirun", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "tirun", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
     )
 
@@ -76,13 +86,19 @@ def test_the_cli_reports_a_missing_value_in_one_line_and_exits_2(tmp_path):
     result = _tirun("tracker=none", f"hydra.run.dir={tmp_path}/run", cwd=ROOT)
     assert result.returncode == 2
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("tirun: error")]
-    assert error_lines == ["tirun: error: config key dataset.path needs a value: add dataset.path=... to the command"]
+    assert error_lines == [
+        "tirun: error: config key dataset.path needs a value: add dataset.path=... to the command"
+    ]
     assert "Traceback" not in result.stderr
 
 
 def test_the_main_command_runs_as_scripts_call_it(tmp_path):
     result = _tirun(
-        "+exp=object", "model=tiny", "train.max_steps=4", "tracker=none", f"hydra.run.dir={tmp_path}/run",
+        "+exp=object",
+        "model=tiny",
+        "train.max_steps=4",
+        "tracker=none",
+        f"hydra.run.dir={tmp_path}/run",
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-2000:]

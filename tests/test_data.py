@@ -79,7 +79,9 @@ def test_latent_cache_encodes_each_view_and_its_mirror_once(image_folder, tiny_s
     with torch.no_grad():
         mirror = encode(views.pixels[:1].flip(-1)).latent_dist.mean
     assert torch.allclose(cache.mean[1, 0], mirror[0], atol=1e-5)
-    latents = cache.sample(torch.tensor([0, 1]), torch.tensor([True, False]), torch.Generator().manual_seed(0))
+    latents = cache.sample(
+        torch.tensor([0, 1]), torch.tensor([True, False]), torch.Generator().manual_seed(0)
+    )
     assert latents.shape == (2, 4, 16, 16)
 
 

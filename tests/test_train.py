@@ -15,7 +15,9 @@ from tirun.word import PlaceholderEmbedding
 
 
 def test_tiny_run_writes_embedding_metrics_config_and_validation_grid(tiny_run):
-    metrics, _, run_dir = tiny_run("validation.every=2", "validation.images_per_prompt=2", "validation.steps=2")
+    metrics, _, run_dir = tiny_run(
+        "validation.every=2", "validation.images_per_prompt=2", "validation.steps=2"
+    )
     assert metrics["status"] == "finished" and metrics["steps"] == 4
     saved = load_file(run_dir / "learned_embeds.safetensors")
     assert list(saved) == ["<concept>"] and saved["<concept>"].shape == (1, 32)
@@ -41,7 +43,9 @@ def test_only_the_word_trains_and_every_frozen_weight_stays_bit_for_bit(tiny_run
     word = objects["word"]
     assert torch.equal(word.tables[0].weight, fresh.text_encoders[0].get_input_embeddings().weight)
     for module, reference in [(trained.unet, fresh.unet), (trained.vae, fresh.vae)]:
-        for (name, p), (_, q) in zip(module.named_parameters(), reference.named_parameters(), strict=True):
+        for (name, p), (_, q) in zip(
+            module.named_parameters(), reference.named_parameters(), strict=True
+        ):
             assert torch.equal(p, q), name
             assert not p.requires_grad and not module.training
     assert not word.vectors[0].detach().equal(word.initial[0].expand_as(word.vectors[0]))
@@ -61,8 +65,15 @@ class Killed(Exception):
     pass
 
 
-def test_resume_latest_ends_with_the_same_embedding_as_an_unbroken_run(tiny_run, tmp_path, monkeypatch):
-    common = ("train.checkpoint_every=2", "train.max_steps=6", "optimizer.scheduler=linear", "dataset.repeats=1")
+def test_resume_latest_ends_with_the_same_embedding_as_an_unbroken_run(
+    tiny_run, tmp_path, monkeypatch
+):
+    common = (
+        "train.checkpoint_every=2",
+        "train.max_steps=6",
+        "optimizer.scheduler=linear",
+        "dataset.repeats=1",
+    )
     tiny_run(*common, run_dir=tmp_path / "whole")
 
     save = checkpoint.save
@@ -89,7 +100,9 @@ def test_resume_skips_a_half_written_checkpoint_with_a_warning(tiny_run, tmp_pat
     shutil.copytree(ckpts / "step_000004", ckpts / ".step_000006.partial")
     (ckpts / "step_000004" / "state.json").unlink()  # as if killed before completing
     with caplog.at_level(logging.WARNING):
-        metrics, _, _ = tiny_run("train.checkpoint_every=2", "train.max_steps=4", "resume=latest", run_dir=run_dir)
+        metrics, _, _ = tiny_run(
+            "train.checkpoint_every=2", "train.max_steps=4", "resume=latest", run_dir=run_dir
+        )
     assert "half-written checkpoint" in caplog.text and "step_000004" in caplog.text
     assert metrics["steps"] == 4  # resumed from step 2, the last complete one
 
@@ -100,7 +113,12 @@ def test_resume_latest_without_any_checkpoint_is_an_error_not_a_fresh_start(tiny
 
 
 def test_sdxl_word_has_one_vector_set_per_encoder_and_saves_the_diffusers_pair(tiny_run):
-    metrics, _, run_dir = tiny_run("model=tiny_sdxl", "validation.every=4", "validation.images_per_prompt=1", "validation.steps=2")
+    metrics, _, run_dir = tiny_run(
+        "model=tiny_sdxl",
+        "validation.every=4",
+        "validation.images_per_prompt=1",
+        "validation.steps=2",
+    )
     assert metrics["status"] == "finished"
     first = load_file(run_dir / "learned_embeds.safetensors")["<concept>"]
     second = load_file(run_dir / "learned_embeds_2.safetensors")["<concept>"]
@@ -120,7 +138,9 @@ def test_progressive_vectors_keep_unused_vectors_at_the_initializer(tiny_run):
     word = objects["word"]
     vectors = word.vectors[0].detach()
     assert torch.equal(vectors[2], word.initial[0])  # never in use: held where it started
-    assert not torch.equal(vectors[0], word.initial[0]) and not torch.equal(vectors[1], word.initial[0])
+    assert not torch.equal(vectors[0], word.initial[0]) and not torch.equal(
+        vectors[1], word.initial[0]
+    )
     assert load_file(run_dir / "learned_embeds.safetensors")["<concept>"].shape == (3, 32)
 
 
@@ -139,8 +159,13 @@ def test_l2_regulariser_keeps_the_word_closer_to_its_initializer(tiny_run, tmp_p
 
 def test_min_snr_noise_offset_accumulation_and_clipping_run(tiny_run):
     metrics, _, _ = tiny_run(
-        "train.min_snr_gamma=5", "train.noise_offset=0.1", "train.grad_accum=2", "optimizer.max_grad_norm=1.0",
-        "optimizer.scheduler=cosine", "optimizer.warmup_steps=2", "train.attention=eager",
+        "train.min_snr_gamma=5",
+        "train.noise_offset=0.1",
+        "train.grad_accum=2",
+        "optimizer.max_grad_norm=1.0",
+        "optimizer.scheduler=cosine",
+        "optimizer.warmup_steps=2",
+        "train.attention=eager",
         "train.gradient_checkpointing=true",
     )
     assert metrics["status"] == "finished"
@@ -159,9 +184,14 @@ def test_placeholder_embedding_substitutes_only_the_new_rows():
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_files(tiny_run, caplog):
     with caplog.at_level(logging.WARNING):
-        metrics, _, run_dir = tiny_run("optimizer.lr=1e30", "optimizer.scale_lr=false", "train.checkpoint_every=1")
+        metrics, _, run_dir = tiny_run(
+            "optimizer.lr=1e30", "optimizer.scale_lr=false", "train.checkpoint_every=1"
+        )
     assert metrics["status"] == "diverged"
-    assert sum("non-finite" in r.getMessage() or "loss is" in r.getMessage() for r in caplog.records) == 1
+    assert (
+        sum("non-finite" in r.getMessage() or "loss is" in r.getMessage() for r in caplog.records)
+        == 1
+    )
     assert not (run_dir / "learned_embeds.safetensors").exists()
     for ckpt in (run_dir / "checkpoints").glob("step_*"):
         assert torch.isfinite(load_file(ckpt / "tensors.safetensors")["vectors.0"]).all()

@@ -15,7 +15,10 @@ def test_a_placeholder_already_in_the_vocabulary_is_refused(tiny_sd1):
 
 
 def test_an_initializer_of_several_tokens_is_refused(tiny_sd1):
-    with pytest.raises(ValueError, match=r"word.initializer='close-up' is 3 tokens \(close</w> -</w> up</w>\), not one"):
+    with pytest.raises(
+        ValueError,
+        match=r"word.initializer='close-up' is 3 tokens \(close</w> -</w> up</w>\), not one",
+    ):
         Word(tiny_sd1, token="<x>", initializer="close-up")
 
 
@@ -45,7 +48,9 @@ def test_sdxl_words_get_a_vector_set_of_each_encoders_width(tiny_sdxl):
 
 
 def test_xformers_without_the_package_or_cuda_is_a_clear_error():
-    with pytest.raises(ValueError, match="train.attention=xformers (needs the xformers package|runs on CUDA only)"):
+    with pytest.raises(
+        ValueError, match="train.attention=xformers (needs the xformers package|runs on CUDA only)"
+    ):
         build_random("tiny-sd1").set_attention("xformers")
 
 
@@ -53,5 +58,8 @@ def test_an_unreachable_model_says_how_to_point_at_a_local_folder(monkeypatch):
     from tirun.models import load_pretrained
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ValueError, match=r"model.path='no-such/model' could not be loaded .*model.path=/a/local/folder"):
+    with pytest.raises(
+        ValueError,
+        match=r"model.path='no-such/model' could not be loaded .*model.path=/a/local/folder",
+    ):
         load_pretrained("no-such/model", resolution=512)

@@ -48,7 +48,9 @@ def save(folder: Path, checkpoint: Checkpoint, config_yaml: str, keep: int = 0) 
     partial = folder / f".{name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in checkpoint.tensors.items()}, partial / "tensors.safetensors")
+    save_file(
+        {k: v.contiguous() for k, v in checkpoint.tensors.items()}, partial / "tensors.safetensors"
+    )
     torch.save(checkpoint.optimizer, partial / "optimizer.pt")
     (partial / "config.yaml").write_text(config_yaml)
     (partial / COMPLETE).write_text(json.dumps({"step": checkpoint.step, **checkpoint.state}))
@@ -99,7 +101,9 @@ def load(path: Path) -> Checkpoint:
     try:
         optimizer = torch.load(path / "optimizer.pt", weights_only=True)
     except Exception as error:
-        raise ValueError(f"checkpoint {path}: optimizer state unreadable ({error.__class__.__name__})") from None
+        raise ValueError(
+            f"checkpoint {path}: optimizer state unreadable ({error.__class__.__name__})"
+        ) from None
     return Checkpoint(
         step=state.pop("step"),
         tensors=load_file(path / "tensors.safetensors"),

@@ -27,7 +27,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8))
     elif image.mode == "F":
         array = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(array * (255.0 if array.max() <= 1 else 1), 0, 255).astype(np.uint8))
+        image = Image.fromarray(
+            np.clip(array * (255.0 if array.max() <= 1 else 1), 0, 255).astype(np.uint8)
+        )
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -43,7 +45,9 @@ def load_image_folder(path: str) -> list[Image.Image]:
     """
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise ValueError(f"dataset.path={path!r} is not a folder; point it at a folder of 3-5 images")
+        raise ValueError(
+            f"dataset.path={path!r} is not a folder; point it at a folder of 3-5 images"
+        )
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(
@@ -60,7 +64,9 @@ def load_image_folder(path: str) -> list[Image.Image]:
     return images
 
 
-def to_tensor(image: Image.Image, resolution: int, crop: str, rng: np.random.Generator) -> torch.Tensor:
+def to_tensor(
+    image: Image.Image, resolution: int, crop: str, rng: np.random.Generator
+) -> torch.Tensor:
     """Square crop (center or random), bicubic resize, scaled to [-1, 1], CHW."""
     width, height = image.size
     side = min(width, height)
@@ -137,7 +143,9 @@ class LatentCache:
         self.mean = torch.stack(means)  # [flip, view, C, h, w]
         self.std = torch.stack(stds)
 
-    def sample(self, view: torch.Tensor, flip: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def sample(
+        self, view: torch.Tensor, flip: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
         """Scaled latents of the given views (flipped where `flip`), drawn from the posterior."""
         flip = flip.long() if self.mean.shape[0] > 1 else torch.zeros_like(view)
         mean, std = self.mean[flip, view], self.std[flip, view]

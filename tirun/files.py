@@ -34,4 +34,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+    return atomic_write(
+        path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    )

@@ -244,16 +244,24 @@ def load_pretrained(
     try:
         sdxl = _has_subfolder(source, "text_encoder_2", revision)
         tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)]
-        encoders = [CLIPTextModel.from_pretrained(source, subfolder="text_encoder", variant=variant, **kwargs)]
+        encoders = [
+            CLIPTextModel.from_pretrained(
+                source, subfolder="text_encoder", variant=variant, **kwargs
+            )
+        ]
         if sdxl:
-            tokenizers.append(CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2", **kwargs))
+            tokenizers.append(
+                CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2", **kwargs)
+            )
             encoders.append(
                 CLIPTextModelWithProjection.from_pretrained(
                     source, subfolder="text_encoder_2", variant=variant, **kwargs
                 )
             )
         vae = AutoencoderKL.from_pretrained(source, subfolder="vae", variant=variant, **kwargs)
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", variant=variant, **kwargs)
+        unet = UNet2DConditionModel.from_pretrained(
+            source, subfolder="unet", variant=variant, **kwargs
+        )
         scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **kwargs)
     except (OSError, ValueError) as error:
         raise ValueError(

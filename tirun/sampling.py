@@ -42,8 +42,12 @@ def sample(
             ]
             latents = torch.stack(
                 [
-                    torch.randn(pipe.unet.config.in_channels, resolution // pipe.vae_scale_factor,
-                                resolution // pipe.vae_scale_factor, generator=g)
+                    torch.randn(
+                        pipe.unet.config.in_channels,
+                        resolution // pipe.vae_scale_factor,
+                        resolution // pipe.vae_scale_factor,
+                        generator=g,
+                    )
                     for g in generators
                 ]
             ).to(device, pipe.unet.dtype)

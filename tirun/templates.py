@@ -75,7 +75,9 @@ def from_file(path: str) -> list[str]:
     """One template a line, each with exactly one "{}"; blank lines and "#" comments skipped."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise ValueError(f"template.path={path!r} is not a file; give a text file, one template a line")
+        raise ValueError(
+            f"template.path={path!r} is not a file; give a text file, one template a line"
+        )
     templates = [
         line.strip()
         for line in file.read_text().splitlines()

@@ -64,7 +64,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
     )
     set_seed(tc.seed)
     torch.autograd.set_detect_anomaly(tc.detect_anomaly)
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(tc.mixed_precision, torch.float32)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+        tc.mixed_precision, torch.float32
+    )
 
     # 2. The frozen model and the new word.
     components: Components = instantiate(cfg.model)
@@ -144,7 +146,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
     first_step_s = None
     status = "finished"
     warned: set[str] = set()
-    bar = tqdm(total=tc.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train")
+    bar = tqdm(
+        total=tc.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train"
+    )
     while step < tc.max_steps:
         tick = time.perf_counter()
         active = word.num_vectors
@@ -165,16 +169,28 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
             for image in views.image_index[view].tolist():
                 template = templates[int(torch.randint(len(templates), (1,), generator=rng))]
                 if word.image_tokens and float(torch.rand(1, generator=rng)) < wc.image_token_p:
-                    prompts.append(with_image_token(template).format(word.text(active), word.image_tokens[image]))
+                    prompts.append(
+                        with_image_token(template).format(
+                            word.text(active), word.image_tokens[image]
+                        )
+                    )
                 else:
                     prompts.append(template.format(word.text(active)))
             mine = slice(
-                accelerator.process_index * tc.batch_size, (accelerator.process_index + 1) * tc.batch_size
+                accelerator.process_index * tc.batch_size,
+                (accelerator.process_index + 1) * tc.batch_size,
             )
-            latents, noise, timesteps = (x[mine].to(accelerator.device) for x in (latents, noise, timesteps))
+            latents, noise, timesteps = (
+                x[mine].to(accelerator.device) for x in (latents, noise, timesteps)
+            )
             input_ids = [
-                tok(prompts[mine], padding="max_length", max_length=tok.model_max_length,
-                    truncation=True, return_tensors="pt").input_ids.to(accelerator.device)
+                tok(
+                    prompts[mine],
+                    padding="max_length",
+                    max_length=tok.model_max_length,
+                    truncation=True,
+                    return_tensors="pt",
+                ).input_ids.to(accelerator.device)
                 for tok in components.tokenizers
             ]
 
@@ -203,11 +219,15 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
             accelerator.backward(loss / tc.grad_accum)
 
         # 6c. Stop on a non-finite loss before it reaches the vectors.
-        step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "mean"))
+        step_loss = float(
+            accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "mean")
+        )
         if not math.isfinite(step_loss):
             log.warning(
                 "loss is %s at step %d: stopping; the last checkpoint and embedding are kept "
-                "(lower optimizer.lr or use train.mixed_precision=bf16)", step_loss, step
+                "(lower optimizer.lr or use train.mixed_precision=bf16)",
+                step_loss,
+                step,
             )
             status = "diverged"
             break
@@ -223,8 +243,11 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
         optimizer.zero_grad(set_to_none=True)
         word.keep_inactive(active)
         if not all(bool(torch.isfinite(v).all()) for v in word.vectors):
-            log.warning("the word's vectors became non-finite at step %d: stopping; the last "
-                        "checkpoint is kept (lower optimizer.lr)", step)
+            log.warning(
+                "the word's vectors became non-finite at step %d: stopping; the last "
+                "checkpoint is kept (lower optimizer.lr)",
+                step,
+            )
             status = "diverged"
             break
         step += 1
@@ -238,27 +261,40 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
         bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
         bar.update()
         if step % tc.log_every == 0 or step == tc.max_steps:
-            accelerator.log({"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0], **stats}, step=step)
+            accelerator.log(
+                {"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0], **stats}, step=step
+            )
             log.info(
-                "step %d loss %.4f lr %.2e norm %.3f cosine-to-init %.3f", step, step_loss,
-                lr_scheduler.get_last_lr()[0], stats["word/norm"], stats["word/cosine_to_init"],
+                "step %d loss %.4f lr %.2e norm %.3f cosine-to-init %.3f",
+                step,
+                step_loss,
+                lr_scheduler.get_last_lr()[0],
+                stats["word/norm"],
+                stats["word/cosine_to_init"],
             )
         if step == tc.stall_steps and stats["word/shift"] < 1e-6 and "stall" not in warned:
             warned.add("stall")
-            log.warning("the word's vectors have not moved after %d steps: check optimizer.lr", step)
+            log.warning(
+                "the word's vectors have not moved after %d steps: check optimizer.lr", step
+            )
         if stats["word/norm"] > tc.norm_warn_ratio * word.typical_norm and "norm" not in warned:
             warned.add("norm")
             log.warning(
                 "the word's norm %.2f is over %.0fx the vocabulary's typical %.2f at step %d: "
                 "the usual sign of an overfit word (fewer steps, a lower lr or word.init_l2)",
-                stats["word/norm"], tc.norm_warn_ratio, word.typical_norm, step,
+                stats["word/norm"],
+                tc.norm_warn_ratio,
+                word.typical_norm,
+                step,
             )
 
         # 6f. Validation previews from the saved file; checkpoints.
         if cfg.validation.every and step % cfg.validation.every == 0:
             validate(cfg, components, word, step, run_dir, accelerator)
         if tc.checkpoint_every and step % tc.checkpoint_every == 0 and accelerator.is_main_process:
-            save_checkpoint(ckpt_dir, step, word, optimizer, lr_scheduler, sampler, rng, config_yaml)
+            save_checkpoint(
+                ckpt_dir, step, word, optimizer, lr_scheduler, sampler, rng, config_yaml
+            )
         accelerator.wait_for_everyone()
     bar.close()
 
@@ -268,12 +304,14 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
     if accelerator.is_main_process and status == "finished":
         learned = word.learned(step)
         for fmt in cfg.export:
-            files += [str(p) for p in embeddings.save(learned, export_path(run_dir, fmt, learned), fmt)]
+            files += [
+                str(p) for p in embeddings.save(learned, export_path(run_dir, fmt, learned), fmt)
+            ]
     timed = step_times[2:] or step_times
     metrics = {
         "status": status,
         "steps": step,
-        "final_loss": statistics.fmean(losses[-max(1, len(losses) // 10):]) if losses else None,
+        "final_loss": statistics.fmean(losses[-max(1, len(losses) // 10) :]) if losses else None,
         "first_loss": losses[0] if losses else None,
         "wall_time_s": time.perf_counter() - started,
         "steps_per_s": len(timed) / sum(timed) if timed else None,
@@ -292,22 +330,39 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
     return metrics, objects
 
 
-def validate(cfg: DictConfig, components: Components, word: Word, step: int, run_dir: Path, accelerator: Accelerator) -> None:
+def validate(
+    cfg: DictConfig,
+    components: Components,
+    word: Word,
+    step: int,
+    run_dir: Path,
+    accelerator: Accelerator,
+) -> None:
     """A fixed-seed grid drawn from the word *as saved and loaded back* by the users' loader."""
     if not accelerator.is_main_process:
         return
     vc = cfg.validation
     folder = run_dir / "samples" / "validation"
-    files = embeddings.save(word.learned(step), folder / f"step_{step:06d}.safetensors", "diffusers")
+    files = embeddings.save(
+        word.learned(step), folder / f"step_{step:06d}.safetensors", "diffusers"
+    )
     with word.plain_text_encoders() as tokenizers:
         untouched = Components(**{**vars(components), "tokenizers": tokenizers})
         pipe = untouched.pipeline(vc.scheduler)
         pipe.set_progress_bar_config(disable=True)
         # The pipeline expands a multi-vector token itself: prompts carry the bare token.
-        token = embeddings.load_into_pipeline(pipe, [tuple(files) if len(files) == 2 else files[0]])[0]
+        token = embeddings.load_into_pipeline(
+            pipe, [tuple(files) if len(files) == 2 else files[0]]
+        )[0]
         prompts = [p.format(token) for p in vc.prompts]
         rows = sampling.sample(
-            pipe, prompts, vc.images_per_prompt, vc.steps, vc.guidance, vc.seed, components.resolution
+            pipe,
+            prompts,
+            vc.images_per_prompt,
+            vc.steps,
+            vc.guidance,
+            vc.seed,
+            components.resolution,
         )
     picture = sampling.grid(rows)
     atomic_write(folder / f"step_{step:06d}.png", lambda tmp: picture.save(tmp, format="PNG"))
@@ -318,7 +373,10 @@ def save_checkpoint(folder, step, word, optimizer, lr_scheduler, sampler, rng, c
     tensors = {f"vectors.{i}": v.detach().cpu() for i, v in enumerate(word.vectors)}
     tensors["rng.sampler"] = sampler.generator.get_state()
     tensors["rng.batch"] = rng.get_state()
-    state = {"lr_scheduler": lr_scheduler.state_dict(), "sampler_queue": sampler.state_dict()["queue"]}
+    state = {
+        "lr_scheduler": lr_scheduler.state_dict(),
+        "sampler_queue": sampler.state_dict()["queue"],
+    }
     checkpoint.save(
         folder,
         checkpoint.Checkpoint(step, tensors, optimizer.state_dict(), state),

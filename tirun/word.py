@@ -92,8 +92,10 @@ class Word:
             # CLIP's vocabulary spells words "cat</w>": a token that encodes to one known id is
             # a word the model already has, and adding it would shadow that word.
             known = [
-                t for t in new_tokens
-                if t in tokenizer.get_vocab() or len(tokenizer(t, add_special_tokens=False).input_ids) == 1
+                t
+                for t in new_tokens
+                if t in tokenizer.get_vocab()
+                or len(tokenizer(t, add_special_tokens=False).input_ids) == 1
             ]
             if known:
                 raise ValueError(
