@@ -214,3 +214,10 @@ def test_bf16_mixed_precision_keeps_the_word_in_fp32(tiny_run):
     assert metrics["status"] == "finished"
     assert objects["word"].vectors[0].dtype == torch.float32
     assert objects["components"].unet.dtype == torch.bfloat16
+
+
+def test_only_the_newest_checkpoints_are_kept(tiny_run):
+    _, _, run_dir = tiny_run("train.checkpoint_every=1", "train.keep_checkpoints=2")
+    kept = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*"))
+    assert kept == ["step_000003", "step_000004"]
+    assert (run_dir / "checkpoints/latest").read_text().strip() == "step_000004"

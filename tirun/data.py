@@ -155,30 +155,21 @@ class LatentCache:
 
 class ViewSampler:
     """Batches of view indices: each epoch is every view `repeats` times, shuffled; a flip is
-    drawn per sample. With several processes each takes its own slice of every global batch.
+    drawn per sample. With several processes every rank draws the same global batch and the
+    trainer hands each its slice, so results do not depend on the number of processes.
     """
 
-    def __init__(
-        self,
-        views: TrainingViews,
-        batch_size: int,
-        repeats: int,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-    ):
+    def __init__(self, views: TrainingViews, batch_size: int, repeats: int, seed: int):
         if repeats < 1:
             raise ValueError(f"dataset.repeats={repeats} must be at least 1")
         self.views = views
         self.batch_size = batch_size
         self.repeats = repeats
-        self.rank = rank
-        self.world_size = world_size
         self.generator = torch.Generator().manual_seed(seed)
         self._queue: list[int] = []
 
-    def _global_batch(self) -> list[int]:
-        size = self.batch_size * self.world_size
+    def _next_indices(self) -> list[int]:
+        size = self.batch_size
         while len(self._queue) < size:
             epoch = torch.arange(len(self.views)).repeat(self.repeats)
             self._queue += epoch[torch.randperm(len(epoch), generator=self.generator)].tolist()
@@ -189,10 +180,9 @@ class ViewSampler:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = torch.tensor(self._global_batch())
+        batch = torch.tensor(self._next_indices())
         flips = torch.rand(len(batch), generator=self.generator) < self.views.flip_p
-        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
-        return batch[mine], flips[mine]
+        return batch, flips
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "queue": list(self._queue)}

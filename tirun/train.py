@@ -293,7 +293,15 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
             validate(cfg, components, word, step, run_dir, accelerator)
         if tc.checkpoint_every and step % tc.checkpoint_every == 0 and accelerator.is_main_process:
             save_checkpoint(
-                ckpt_dir, step, word, optimizer, lr_scheduler, sampler, rng, config_yaml
+                ckpt_dir,
+                step,
+                word,
+                optimizer,
+                lr_scheduler,
+                sampler,
+                rng,
+                config_yaml,
+                keep=tc.keep_checkpoints,
             )
         accelerator.wait_for_everyone()
     bar.close()
@@ -369,7 +377,9 @@ def validate(
     tracking.log_images(accelerator, "validation", picture, step)
 
 
-def save_checkpoint(folder, step, word, optimizer, lr_scheduler, sampler, rng, config_yaml) -> None:
+def save_checkpoint(
+    folder, step, word, optimizer, lr_scheduler, sampler, rng, config_yaml, keep: int
+) -> None:
     tensors = {f"vectors.{i}": v.detach().cpu() for i, v in enumerate(word.vectors)}
     tensors["rng.sampler"] = sampler.generator.get_state()
     tensors["rng.batch"] = rng.get_state()
@@ -381,6 +391,7 @@ def save_checkpoint(folder, step, word, optimizer, lr_scheduler, sampler, rng, c
         folder,
         checkpoint.Checkpoint(step, tensors, optimizer.state_dict(), state),
         config_yaml,
+        keep=keep,
     )
 
 
