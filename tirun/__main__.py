@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from tirun import tracking
 from tirun.files import write_json
 from tirun.train import train
 
@@ -29,7 +29,9 @@ def metric_value(metrics: dict, name: str | None) -> float | None:
     value = metrics
     for part in name.split("."):
         if not isinstance(value, dict) or part not in value:
-            raise ValueError(f"optimized_metric={name!r} is not in the run's metrics ({sorted(metrics)})")
+            raise ValueError(
+                f"optimized_metric={name!r} is not in the run's metrics ({sorted(metrics)})"
+            )
         value = value[part]
     return float(value)
 
@@ -51,7 +53,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train a word (unless `embeddings=[...]` names saved ones), then run the application."""
     missing = missing_keys(cfg)
     if missing:
-        raise ValueError(f"config key {missing[0]} needs a value: add {missing[0]}=... to the command")
+        raise ValueError(
+            f"config key {missing[0]} needs a value: add {missing[0]}=... to the command"
+        )
     metrics, objects = train(cfg, run_dir) if not cfg.embeddings else ({}, {})
     if cfg.get("application") is not None:
         from tirun.applications import run as run_application
@@ -92,11 +96,9 @@ def record_failure(run_dir: Path, error: BaseException) -> None:
 
 
 def first_line(error: BaseException) -> str:
-    if isinstance(error, MissingMandatoryValue):
-        named = re.match(r"config key (\S+) needs a value", str(error))
-        key = error.full_key or (named and named.group(1))
-        if key:
-            return f"config key {key} needs a value: add {key}=... to the command"
+    if isinstance(error, MissingMandatoryValue) and error.full_key:
+        key = error.full_key
+        return f"config key {key} needs a value: add {key}=... to the command"
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
@@ -115,6 +117,7 @@ def main(cfg: DictConfig) -> float | None:
             # SystemExit would end the sweep at once: record the failure, let the others run.
             # None makes an Optuna sweeper mark the trial failed and go on.
             log.error("job %s failed: %s", hc.job.num, first_line(error), exc_info=True)
+            tracking.end_failed_run()
             if int(os.environ.get("RANK", "0")) == 0:
                 record_failure(run_dir, error)
             return None

@@ -1,33 +1,91 @@
-"""Experiment trackers through Accelerate: `none` (local files only) or `wandb`."""
+"""Experiment trackers through Accelerate: `none` (local files only) or `wandb`.
+
+W&B runs offline whenever no API key is found, so a run never waits on the network; the
+offline runs land in `<run folder>/wandb/offline-run-*` and `wandb sync` uploads them later.
+"""
 
 from __future__ import annotations
 
 import logging
+import netrc
 import os
+import re
+import sys
+from pathlib import Path
 
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
+_told_offline = False
+
+
+def has_wandb_key() -> bool:
+    """An API key in the environment or from `wandb login` (kept in ~/.netrc)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def log_with(tracker: DictConfig) -> str | None:
     """Accelerate's `log_with` for the tracker config; wandb runs offline without an API key."""
-    if tracker.name == "none":
-        return None
-    if tracker.name == "wandb" and not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "online":
-        os.environ.setdefault("WANDB_MODE", "offline")
-        log.info("no WANDB_API_KEY set: W&B logs offline under ./wandb (sync later with `wandb sync`)")
-    return tracker.name
+    global _told_offline
+    if tracker.name != "wandb":
+        return None if tracker.name == "none" else tracker.name
+    if not os.environ.get("WANDB_MODE") and not has_wandb_key():
+        os.environ["WANDB_MODE"] = "offline"
+    if os.environ.get("WANDB_MODE") in ("offline", "dryrun") and not _told_offline:
+        _told_offline = True  # once per process, not once per job of a sweep
+        log.info(
+            "W&B logs offline (no API key, or WANDB_MODE=offline); upload later with "
+            "`wandb sync <run folder>/wandb/offline-run-*`"
+        )
+    return "wandb"
 
 
 def project(tracker: DictConfig) -> str:
     return tracker.get("project") or "tirun"
 
 
-def init_kwargs(tracker: DictConfig, cfg: DictConfig) -> dict:
+def sweep_group() -> tuple[str | None, str | None]:
+    """(group, run name) for a job of a Hydra multirun: jobs of one sweep share a group."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None, None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None, None
+    group = str(hc.sweep.dir)[-128:]  # W&B caps group names at 128 characters
+    return group, hc.job.override_dirname or f"job{hc.job.num}"
+
+
+def init_kwargs(tracker: DictConfig, cfg: DictConfig, run_dir: Path | None = None) -> dict:
+    """`wandb.init` arguments: group = the sweep, job_type = the application, files in the run folder.
+
+    Args:
+        tracker: the `tracker` config group.
+        cfg: the whole config (for the application's name).
+        run_dir: the run folder; W&B's files go under it unless `tracker.dir` says otherwise.
+    """
     if tracker.name != "wandb":
         return {}
-    return {"wandb": {"group": tracker.group, "tags": list(tracker.tags), "dir": str(tracker.dir)}}
+    group, name = sweep_group()
+    application = cfg.get("application")
+    kwargs = {
+        "group": tracker.get("group") or group,
+        "job_type": (application.get("name") if application else None) or "train",
+        "tags": list(tracker.get("tags") or []),
+        "name": tracker.get("run_name") or name,
+    }
+    folder = tracker.get("dir") or run_dir
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        kwargs["dir"] = str(folder)
+    return {"wandb": {k: v for k, v in kwargs.items() if v is not None}}
 
 
 def log_images(accelerator, key: str, picture, step: int) -> None:
@@ -39,6 +97,57 @@ def log_images(accelerator, key: str, picture, step: int) -> None:
             tracker.log({key: wandb.Image(picture)}, step=step)
 
 
+def flatten(metrics: dict, prefix: str = "") -> dict[str, float | int | str | bool | None]:
+    """`{"timing": {"step_s": 1}}` → `{"timing.step_s": 1}`; lists become strings."""
+    flat: dict = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ", ".join(map(str, value))
+        else:
+            flat[name] = value
+    return flat
+
+
 def finish(accelerator, metrics: dict, files: list[str]) -> None:
-    """Close the trackers at the end of training."""
+    """Final metrics as a table (and the run summary), the saved word as an artifact; close."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "wandb":
+            _finish_wandb(tracker.tracker, metrics, files)
     accelerator.end_training()
+
+
+def _finish_wandb(run, metrics: dict, files: list[str]) -> None:
+    import wandb
+
+    flat = flatten(metrics)
+    run.log(
+        {
+            "final_metrics": wandb.Table(
+                columns=["metric", "value"], data=[[k, str(v)] for k, v in flat.items()]
+            )
+        }
+    )
+    run.summary.update({k: v for k, v in flat.items() if isinstance(v, (int, float, str, bool))})
+    if files:
+        artifact = wandb.Artifact(
+            re.sub(r"[^\w.-]", "_", f"embedding-{run.id}"),
+            type="embedding",
+            metadata={"status": metrics.get("status"), "steps": metrics.get("steps")},
+        )
+        for path in files:
+            artifact.add_file(path)
+        run.log_artifact(artifact)
+
+
+def end_failed_run() -> None:
+    """Close a W&B run an exception left open, marked failed.
+
+    Otherwise the next job of a sweep in the same process would get it back from `wandb.init`
+    (its default outside notebooks is to return the active run) and log into it.
+    """
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.run.finish(exit_code=1)

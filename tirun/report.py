@@ -1,0 +1,304 @@
+"""`python -m tirun.report SWEEP_DIR`: one table and one trade-off plot for a whole sweep.
+
+Every job folder of a Hydra multirun holds `.hydra/overrides.yaml` and, once it ran, a
+`metrics.json` (`status: failed` and the error when it did not finish). The report gathers
+them into `report.csv` and `report.md` and draws the paper's reconstruction-vs-editability
+figure as `tradeoff.png`; a failed or killed job is listed as failed, the others still count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from tirun.files import atomic_write
+from tirun.tracking import flatten
+
+# Toy-world defaults: how well variations keep the concept (reconstruction) against how well
+# the concept survives new prompts (editability).
+DEFAULT_X = "applications.variation.concept_match"
+DEFAULT_Y = "applications.synthesis.concept_match"
+# Without application scores: a closer fit (lower loss) against staying near the initializer.
+FALLBACK_X = "final_loss"
+FALLBACK_Y = "word.word/cosine_to_init"
+
+
+@dataclass
+class Job:
+    name: str
+    folder: Path
+    overrides: dict[str, str]
+    metrics: dict = field(default_factory=dict)
+    optimized_metric: str | None = None
+
+    @property
+    def status(self) -> str:
+        return str(self.metrics.get("status", "failed"))
+
+    def value(self, metric: str) -> float | None:
+        value = self.metrics.get(metric)
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            return None
+        return float(value)
+
+
+def find_jobs(sweep: Path) -> list[Job]:
+    """Job folders under `sweep` (those with Hydra's `.hydra/overrides.yaml`), by job number."""
+    folders = {p.parent.parent for p in sweep.rglob(".hydra/overrides.yaml")}
+    jobs = []
+    for folder in sorted(
+        folders,
+        key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, str(p)),
+    ):
+        overrides = {}
+        for item in OmegaConf.load(folder / ".hydra" / "overrides.yaml"):
+            key, _, value = str(item).partition("=")
+            overrides[key.lstrip("+~")] = value
+        metrics_file = folder / "metrics.json"
+        if metrics_file.exists():
+            metrics = {"status": "finished", **flatten(json.loads(metrics_file.read_text()))}
+        else:
+            metrics = {
+                "status": "failed",
+                "error": "no metrics.json: crashed, killed or still running",
+            }
+        config_file = folder / ".hydra" / "config.yaml"
+        optimized = (
+            OmegaConf.load(config_file).get("optimized_metric") if config_file.exists() else None
+        )
+        jobs.append(Job(str(folder.relative_to(sweep)), folder, overrides, metrics, optimized))
+    return jobs
+
+
+def varying(jobs: list[Job]) -> list[str]:
+    """The override keys whose value differs between jobs (all of them if none differ)."""
+    keys = list(dict.fromkeys(k for job in jobs for k in job.overrides))
+    swept = [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
+    return swept or keys
+
+
+def best_job(
+    jobs: list[Job], sweep: Path, metric: str | None, direction: str | None
+) -> tuple[Job | None, str]:
+    """The best finished job by `metric`, and a line that says how it was chosen.
+
+    An Optuna sweep's own verdict (`optimization_results.yaml`) wins when present.
+    """
+    results = sweep / "optimization_results.yaml"
+    if results.exists():
+        best = OmegaConf.to_container(OmegaConf.load(results))
+        params = {str(k): v for k, v in best.get("best_params", {}).items()}
+        for job in jobs:
+            if all(same(job.overrides.get(k), v) for k, v in params.items()):
+                return (
+                    job,
+                    f"best trial (Optuna): job {job.name} {params} = {best.get('best_value')}",
+                )
+        return None, f"best trial (Optuna): {params} = {best.get('best_value')}"
+    metric = metric or next((j.optimized_metric for j in jobs if j.optimized_metric), None)
+    scored = [j for j in jobs if j.status == "finished" and j.value(metric or "") is not None]
+    if not metric or not scored:
+        return None, ""
+    direction = (
+        direction or sweep_direction(sweep) or ("minimize" if "loss" in metric else "maximize")
+    )
+    pick = min if direction.startswith("min") else max
+    job = pick(scored, key=lambda j: j.value(metric))
+    return (
+        job,
+        f"best job by {metric} ({direction}): job {job.name} ({override_text(job, varying(jobs))}) = {job.value(metric):.4g}",
+    )
+
+
+def same(text: str | None, value) -> bool:
+    if text is None:
+        return False
+    try:
+        return math.isclose(float(text), float(value), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return text == str(value)
+
+
+def sweep_direction(sweep: Path) -> str | None:
+    multirun = sweep / "multirun.yaml"
+    if not multirun.exists():
+        return None
+    direction = OmegaConf.select(OmegaConf.load(multirun), "hydra.sweeper.direction", default=None)
+    return str(direction).lower() if isinstance(direction, str) else None
+
+
+def override_text(job: Job, keys: list[str]) -> str:
+    return " ".join(f"{k.split('.')[-1]}={short(job.overrides.get(k, ''))}" for k in keys)
+
+
+def choose_axes(jobs: list[Job], x: str, y: str) -> tuple[str, str, str]:
+    """The plot's metrics: the asked ones when some job has both, else the loss-based proxy."""
+    if any(j.value(x) is not None and j.value(y) is not None for j in jobs):
+        return x, y, ""
+    note = (
+        f"no job has both {x} and {y}: the plot falls back to {FALLBACK_X} (reconstruction "
+        f"proxy, lower = closer fit) vs {FALLBACK_Y} (editability proxy)"
+    )
+    return FALLBACK_X, FALLBACK_Y, note
+
+
+def columns(jobs: list[Job], x: str, y: str) -> list[str]:
+    """The Markdown table's metric columns: axes, optimized metric, toy score, loss, time, error."""
+    optimized = [j.optimized_metric for j in jobs if j.optimized_metric]
+    wanted = [x, y, *optimized, "oracle.concept_match", "final_loss", "steps", "wall_time_s"]
+    present = [m for m in dict.fromkeys(wanted) if any(m in j.metrics for j in jobs)]
+    return ["status", *present, "error"]
+
+
+def cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def short(text: str) -> str:
+    """An override value as typed, or 4 digits of an Optuna-sampled float."""
+    try:
+        return f"{float(text):.4g}" if len(text) > 10 else text
+    except ValueError:
+        return text
+
+
+def markdown(jobs: list[Job], keys: list[str], metrics: list[str], lines: list[str]) -> str:
+    head = ["job", *keys, *metrics]
+    rows = [
+        [
+            job.name,
+            *(short(job.overrides.get(k, "")) for k in keys),
+            *(job.metrics.get(m) for m in metrics),
+        ]
+        for job in jobs
+    ]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(out + [""] + [line for line in lines if line]) + "\n"
+
+
+def write_csv(path: Path, jobs: list[Job], keys: list[str]) -> None:
+    metric_keys = list(dict.fromkeys(["status", *(k for j in jobs for k in j.metrics)]))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["job", *keys, *metric_keys])
+    for job in jobs:
+        writer.writerow(
+            [
+                job.name,
+                *(job.overrides.get(k, "") for k in keys),
+                *(job.metrics.get(m, "") for m in metric_keys),
+            ]
+        )
+    atomic_write(path, lambda tmp: tmp.write_text(buffer.getvalue()))
+
+
+def plot(path: Path, jobs: list[Job], x: str, y: str, keys: list[str], title: str) -> int:
+    """Scatter the finished jobs on (x, y), each labelled with its swept values; returns the count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(j, j.value(x), j.value(y)) for j in jobs if j.status == "finished"]
+    points = [(j, a, b) for j, a, b in points if a is not None and b is not None]
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    for job, a, b in points:
+        ax.scatter(a, b, color="tab:blue")
+        ax.annotate(
+            override_text(job, keys), (a, b), textcoords="offset points", xytext=(4, 4), fontsize=7
+        )
+    ax.set_xlabel(f"reconstruction: {x}")
+    if "loss" in x:  # lower loss = closer fit: right stays "better reconstruction"
+        ax.invert_xaxis()
+        ax.set_xlabel(f"reconstruction: {x} (lower, to the right)")
+    ax.set_ylabel(f"editability: {y}")
+    ax.margins(0.2)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return len(points)
+
+
+def report(
+    sweep: Path,
+    x: str = DEFAULT_X,
+    y: str = DEFAULT_Y,
+    best: str | None = None,
+    direction: str | None = None,
+    out: Path | None = None,
+) -> str:
+    """Write report.csv, report.md and tradeoff.png for `sweep`; returns the Markdown.
+
+    Args:
+        sweep: a multirun folder (`hydra.sweep.dir`).
+        x: reconstruction metric (dotted name in the jobs' metrics).
+        y: editability metric.
+        best: metric that names the best job (default: the jobs' `optimized_metric`).
+        direction: `maximize` or `minimize` for `best` (default: the sweeper's, else by name).
+        out: where the files go (default: `sweep`).
+    """
+    jobs = find_jobs(sweep)
+    if not jobs:
+        raise ValueError(f"no job folders (with .hydra/overrides.yaml) under {sweep}")
+    out = out or sweep
+    keys = varying(jobs)
+    x, y, note = choose_axes(jobs, x, y)
+    _, best_line = best_job(jobs, sweep, best, direction)
+    failed = [j.name for j in jobs if j.status != "finished"]
+    write_csv(out / "report.csv", jobs, keys)
+    drawn = plot(out / "tradeoff.png", jobs, x, y, keys, f"{sweep.name}: {len(jobs)} jobs")
+    lines = [
+        f"{len(jobs)} jobs, {len(jobs) - len(failed)} finished"
+        + (f", failed: {', '.join(failed)}" if failed else ""),
+        best_line,
+        note,
+        f"tradeoff.png: {drawn} jobs on {x} (x) vs {y} (y)",
+    ]
+    text = markdown(jobs, keys, columns(jobs, x, y), lines)
+    atomic_write(out / "report.md", lambda tmp: tmp.write_text(f"# Sweep {sweep}\n\n{text}"))
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tirun.report", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("sweep", type=Path, help="the multirun folder (hydra.sweep.dir)")
+    parser.add_argument(
+        "--x", default=DEFAULT_X, help=f"reconstruction metric (default {DEFAULT_X})"
+    )
+    parser.add_argument("--y", default=DEFAULT_Y, help=f"editability metric (default {DEFAULT_Y})")
+    parser.add_argument(
+        "--best", default=None, help="metric naming the best job (default: optimized_metric)"
+    )
+    parser.add_argument("--direction", choices=["maximize", "minimize"], default=None)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: the sweep folder)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        print(report(args.sweep, args.x, args.y, args.best, args.direction, args.out), end="")
+    except ValueError as error:
+        print(f"tirun.report: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {(args.out or args.sweep) / 'report.md'}, report.csv, tradeoff.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
