@@ -17,7 +17,6 @@ from omegaconf.errors import MissingMandatoryValue
 
 from tirun import tracking
 from tirun.files import write_json
-from tirun.train import train
 
 log = logging.getLogger("tirun")
 
@@ -56,6 +55,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise ValueError(
             f"config key {missing[0]} needs a value: add {missing[0]}=... to the command"
         )
+    from tirun.train import train  # torch and diffusers load here, so `--cfg job` stays quick
+
     metrics, objects = train(cfg, run_dir) if not cfg.embeddings else ({}, {})
     if cfg.get("application") is not None:
         from tirun.applications import run as run_application
