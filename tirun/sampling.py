@@ -31,37 +31,35 @@ def sample(
         resolution: output side in pixels.
         batch_size: images per pipeline call.
     """
-    rows = []
-    device = pipe.unet.device
-    for prompt in prompts:
-        row: list[Image.Image] = []
-        for start in range(0, images_per_prompt, batch_size):
-            count = min(batch_size, images_per_prompt - start)
-            generators = [
-                torch.Generator(device="cpu").manual_seed(seed + start + j) for j in range(count)
-            ]
-            latents = torch.stack(
-                [
-                    torch.randn(
-                        pipe.unet.config.in_channels,
-                        resolution // pipe.vae_scale_factor,
-                        resolution // pipe.vae_scale_factor,
-                        generator=g,
-                    )
-                    for g in generators
-                ]
-            ).to(device, pipe.unet.dtype)
-            out = pipe(
-                [prompt] * count,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                height=resolution,
-                width=resolution,
-                latents=latents,
-            )
-            row += out.images
-        rows.append(row)
-    return rows
+    # One pipeline call for the whole grid (in chunks of `batch_size`): on a CPU a UNet call
+    # costs about the same at batch 2 as at 4, so a call per prompt nearly doubles the time.
+    latent_side = resolution // pipe.vae_scale_factor
+    noise = [
+        torch.randn(
+            pipe.unet.config.in_channels,
+            latent_side,
+            latent_side,
+            generator=torch.Generator().manual_seed(seed + j),
+        )
+        for j in range(images_per_prompt)
+    ]
+    jobs = [(prompt, noise[j]) for prompt in prompts for j in range(images_per_prompt)]
+    images: list[Image.Image] = []
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
+        latents = torch.stack([n for _, n in chunk]).to(pipe.unet.device, pipe.unet.dtype)
+        out = pipe(
+            [p for p, _ in chunk],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=resolution,
+            width=resolution,
+            latents=latents,
+        )
+        images += out.images
+    return [
+        images[i * images_per_prompt : (i + 1) * images_per_prompt] for i in range(len(prompts))
+    ]
 
 
 def grid(rows: list[list[Image.Image]]) -> Image.Image:

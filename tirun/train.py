@@ -71,11 +71,11 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
     # 2. The frozen model and the new word.
     components: Components = instantiate(cfg.model)
     components.freeze()
-    components.set_attention(tc.attention)
     for module in (components.vae, components.unet, *components.text_encoders):
         module.to(accelerator.device)
         if weight_dtype != torch.float32:
             module.to(dtype=weight_dtype)
+    components.set_attention(tc.attention)  # after the move: xformers checks the device
     if tc.gradient_checkpointing:
         components.unet.enable_gradient_checkpointing()
         for encoder in components.text_encoders:
@@ -145,7 +145,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
     step_times: list[float] = []
     first_step_s = None
     status = "finished"
-    warned: set[str] = set()
+    norm_warned = False
     bar = tqdm(
         total=tc.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train"
     )
@@ -154,7 +154,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
         active = word.num_vectors
         if wc.progressive_every:
             active = min(word.num_vectors, 1 + step // wc.progressive_every)
-        step_loss = 0.0
+        step_loss = torch.zeros((), device=accelerator.device)
         for _ in range(tc.grad_accum):
             # 6a. A global batch of views, prompts, noise and timesteps; this rank's slice.
             view, flip = next(sampler)
@@ -213,15 +213,11 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
             loss = loss.mean()
             if wc.init_l2:
                 loss = loss + wc.init_l2 * word.l2_to_initializer()
-            step_loss += float(loss.detach()) / tc.grad_accum
-            if not math.isfinite(step_loss):
-                break
+            step_loss += loss.detach() / tc.grad_accum
             accelerator.backward(loss / tc.grad_accum)
 
         # 6c. Stop on a non-finite loss before it reaches the vectors.
-        step_loss = float(
-            accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "mean")
-        )
+        step_loss = float(accelerator.reduce(step_loss, "mean"))  # the step's one host sync
         if not math.isfinite(step_loss):
             log.warning(
                 "loss is %s at step %d: stopping; the last checkpoint and embedding are kept "
@@ -257,36 +253,34 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
         if first_step_s is None:
             first_step_s = time.perf_counter() - started
         losses.append(step_loss)
-        stats = word.stats()
         bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
         bar.update()
-        if step % tc.log_every == 0 or step == tc.max_steps:
-            accelerator.log(
-                {"loss": step_loss, "lr": lr_scheduler.get_last_lr()[0], **stats}, step=step
-            )
+        if step % tc.log_every == 0 or step in (tc.max_steps, tc.stall_steps):
+            stats = word.stats()  # reads the vectors back: only on log steps
+            lr_now = lr_scheduler.get_last_lr()[0]
+            accelerator.log({"loss": step_loss, "lr": lr_now, **stats}, step=step)
             log.info(
                 "step %d loss %.4f lr %.2e norm %.3f cosine-to-init %.3f",
                 step,
                 step_loss,
-                lr_scheduler.get_last_lr()[0],
+                lr_now,
                 stats["word/norm"],
                 stats["word/cosine_to_init"],
             )
-        if step == tc.stall_steps and stats["word/shift"] < 1e-6 and "stall" not in warned:
-            warned.add("stall")
-            log.warning(
-                "the word's vectors have not moved after %d steps: check optimizer.lr", step
-            )
-        if stats["word/norm"] > tc.norm_warn_ratio * word.typical_norm and "norm" not in warned:
-            warned.add("norm")
-            log.warning(
-                "the word's norm %.2f is over %.0fx the vocabulary's typical %.2f at step %d: "
-                "the usual sign of an overfit word (fewer steps, a lower lr or word.init_l2)",
-                stats["word/norm"],
-                tc.norm_warn_ratio,
-                word.typical_norm,
-                step,
-            )
+            if step == tc.stall_steps and stats["word/shift"] < 1e-6:
+                log.warning(
+                    "the word's vectors have not moved after %d steps: check optimizer.lr", step
+                )
+            if stats["word/norm"] > tc.norm_warn_ratio * word.typical_norm and not norm_warned:
+                norm_warned = True
+                log.warning(
+                    "the word's norm %.2f is over %.0fx the vocabulary's typical %.2f at step %d: "
+                    "the usual sign of an overfit word (fewer steps, a lower lr or word.init_l2)",
+                    stats["word/norm"],
+                    tc.norm_warn_ratio,
+                    word.typical_norm,
+                    step,
+                )
 
         # 6f. Validation previews from the saved file; checkpoints.
         if cfg.validation.every and step % cfg.validation.every == 0:
