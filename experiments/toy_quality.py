@@ -1,0 +1,160 @@
+"""Does the pretrained toy model draw what it is told? Scored by the oracle.
+
+    python -m experiments.toy_quality [--samples 2] [--model DIR] [--oracle DIR]
+
+Prompts name seen combinations ("a photo of a red star on grass"); the oracle reads shape,
+colour and background off each sample (bar: each ≥ 90%). Style prompts, the skew of the bias
+word and the unnamed shape are reported beside it. Writes experiments/results/toy_quality.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+from tirun.toyworld.oracle import DEFAULT_PATH as ORACLE_PATH
+from tirun.toyworld.oracle import Oracle
+from tirun.toyworld.render import BACKGROUNDS, COLOURS, SHAPES, STYLES, Attributes
+from tirun.toyworld.world import BIAS_WORD, UNNAMED_SHAPE, is_held_out
+
+MODEL_PATH = ORACLE_PATH.parent / "model"
+RESULTS = Path(__file__).parent / "results" / "toy_quality.md"
+BAR = 0.9
+
+
+def generate(
+    pipe: StableDiffusionPipeline, prompts: list[str], seed: int, steps: int, guidance: float
+) -> torch.Tensor:
+    """One sample per prompt, [N, 3, 32, 32] in [0, 1], in batches of 64 with fixed seeds."""
+    out = []
+    for start in range(0, len(prompts), 64):
+        batch = prompts[start : start + 64]
+        gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(batch))]
+        images = pipe(
+            batch,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=gens,
+            output_type="pt",
+        ).images
+        out.append(images)
+    return torch.cat(out)
+
+
+def accuracy(pred: dict[str, list[str]], truth: list[dict[str, str]], key: str) -> float:
+    return sum(p == t[key] for p, t in zip(pred[key], truth, strict=True)) / len(truth)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, default=MODEL_PATH)
+    parser.add_argument("--oracle", type=Path, default=ORACLE_PATH)
+    parser.add_argument("--samples", type=int, default=2, help="samples per seen combination")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # on a shared 2-core machine one thread is far faster than two
+    t0 = time.time()
+    pipe = StableDiffusionPipeline.from_pretrained(
+        args.model, safety_checker=None, feature_extractor=None
+    )
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    oracle = Oracle.load(args.oracle)
+
+    # 1. seen shape × colour × background combinations, named in full
+    named = [s for s in SHAPES if s != UNNAMED_SHAPE]
+    combos = [
+        {"shape": s, "colour": c, "background": b}
+        for s, c, b in itertools.product(named, COLOURS, BACKGROUNDS)
+        if not is_held_out(Attributes(s, c, b, "filled"))
+    ] * args.samples
+    prompts = [f"a photo of a {a['colour']} {a['shape']} on {a['background']}" for a in combos]
+    pred = oracle.predict(generate(pipe, prompts, args.seed, args.steps, args.guidance))
+    main_acc = {k: accuracy(pred, combos, k) for k in ("shape", "colour", "background")}
+    joint = sum(all(pred[k][i] == a[k] for k in a) for i, a in enumerate(combos)) / len(combos)
+
+    # 2. styles, named with a shape and colour
+    colours = list(COLOURS)
+    styled = [
+        {"shape": s, "colour": colours[(i + j) % len(colours)], "style": st}
+        for (i, st), (j, s) in itertools.product(enumerate(STYLES), enumerate(named))
+    ] * args.samples
+    style_prompts = [
+        f"a painting of a {a['colour']} {a['shape']} in the style of {a['style']}" for a in styled
+    ]
+    style_pred = oracle.predict(
+        generate(pipe, style_prompts, args.seed + 10_000, args.steps, args.guidance)
+    )
+    style_acc = {k: accuracy(style_pred, styled, k) for k in ("style", "shape", "colour")}
+
+    # 3. the bias word and the unnamed shape, unprompted for colour
+    n = 32
+    toy = Counter(
+        oracle.predict(
+            generate(
+                pipe,
+                [f"a photo of a {BIAS_WORD}"] * n,
+                args.seed + 20_000,
+                args.steps,
+                args.guidance,
+            )
+        )["colour"]
+    )
+    obj = Counter(
+        oracle.predict(
+            generate(
+                pipe, ["a photo of a object"] * n, args.seed + 30_000, args.steps, args.guidance
+            )
+        )["shape"]
+    )
+
+    passed = all(v >= BAR for v in main_acc.values())
+    lines = [
+        "# Toy model quality (oracle-scored)",
+        "",
+        f"Model `{args.model}`, DDIM {args.steps} steps, guidance {args.guidance}, seed {args.seed}; "
+        f"{time.time() - t0:.0f} s on this machine.",
+        "",
+        f'## Seen combinations: "a photo of a COLOUR SHAPE on BACKGROUND" ({len(combos)} samples)',
+        "",
+        "| attribute | accuracy | bar |",
+        "|---|---|---|",
+        *[f"| {k} | {v:.1%} | {BAR:.0%} |" for k, v in main_acc.items()],
+        f"| all three | {joint:.1%} | – |",
+        "",
+        f"Bar met: **{'yes' if passed else 'no'}**.",
+        "",
+        f'## Styles: "a painting of a COLOUR SHAPE in the style of STYLE" ({len(styled)} samples)',
+        "",
+        "| attribute | accuracy |",
+        "|---|---|",
+        *[f"| {k} | {v:.1%} |" for k, v in style_acc.items()],
+        "",
+        f'## Bias word: colours of "a photo of a {BIAS_WORD}" ({n} samples; pretraining drew it 90% red)',
+        "",
+        ", ".join(f"{c} {toy[c] / n:.0%}" for c in COLOURS),
+        "",
+        f'## Unnamed shape: shapes of "a photo of a object" ({n} samples; {UNNAMED_SHAPE} is 1/7 of pretraining images)',
+        "",
+        ", ".join(f"{s} {obj[s] / n:.0%}" for s in SHAPES),
+        "",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()

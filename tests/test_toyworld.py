@@ -1,0 +1,253 @@
+"""The toy world: renderer, captions, held-out rules, concepts, oracle and the packaged model."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+from transformers import CLIPTokenizer
+
+from tests.conftest import compose_config
+from tirun.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
+from tirun.toyworld import oracle as oracle_lib
+from tirun.toyworld.concepts import CONCEPTS, concept_images, editing_scene
+from tirun.toyworld.oracle import Oracle, concept_match
+from tirun.toyworld.render import (
+    ATTRIBUTES,
+    COLOURS,
+    SIZE,
+    Attributes,
+    caption,
+    render,
+    render_array,
+    render_scene,
+)
+from tirun.toyworld.world import (
+    BIAS_COLOUR,
+    BIAS_WORD,
+    HELD_OUT,
+    UNNAMED_SHAPE,
+    is_held_out,
+    pretraining_caption,
+    sample_pretraining,
+    toy_words,
+)
+from tirun.vocab import template_words, write_tokenizer
+
+ASSETS = Path(__file__).resolve().parents[1] / "tirun" / "assets" / "toy"
+ATTRIBUTE_WORDS = {w for values in ATTRIBUTES.values() for w in values}
+
+
+def _draws(count: int, seed: int = 0) -> list[tuple[Attributes, str | None, str]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        attrs, noun = sample_pretraining(rng)
+        out.append((attrs, noun, pretraining_caption(attrs, noun, rng)))
+    return out
+
+
+def test_render_is_deterministic_and_seed_moves_jitter():
+    attrs = Attributes("star", "blue", "grass", "mosaic")
+    a, b, c = render_array(attrs, 3), render_array(attrs, 3), render_array(attrs, 4)
+    assert a.shape == (SIZE, SIZE, 3) and a.dtype == np.float32
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.min() >= 0.0 and a.max() <= 1.0
+
+
+@pytest.mark.parametrize("key", list(ATTRIBUTES))
+def test_every_attribute_value_changes_the_image(key):
+    base = Attributes("circle", "red", "white", "filled").as_dict()
+    images = [render_array(Attributes(**{**base, key: value}), seed=0) for value in ATTRIBUTES[key]]
+    for i in range(len(images)):
+        for j in range(i + 1, len(images)):
+            assert np.abs(images[i] - images[j]).mean() > 0.005, (
+                ATTRIBUTES[key][i],
+                ATTRIBUTES[key][j],
+            )
+
+
+def test_unknown_attribute_is_named_in_the_error():
+    with pytest.raises(ValueError, match=r"shape='hexagon' is unknown"):
+        Attributes("hexagon", "red", "white", "filled")
+
+
+def test_captions_name_only_true_attributes_and_drop_some():
+    frames = set(re.findall(r"[a-z]+", " ".join(OBJECT_TEMPLATES + STYLE_TEMPLATES)))
+    frames |= {"of", "a", "on", "in", "the", "style", "object"}
+    named = Counter()
+    empty = 0
+    for attrs, noun, text in _draws(3000):
+        if not text:
+            empty += 1
+            continue
+        words = set(re.findall(r"[a-z]+", text))
+        said = words & (ATTRIBUTE_WORDS | {BIAS_WORD})
+        assert said <= set(attrs.as_dict().values()) | {noun}, (text, attrs)
+        assert words <= frames | said, text
+        named.update(k for k, v in attrs.as_dict().items() if v in words)
+    assert 0.07 < empty / 3000 < 0.13
+    for key in ATTRIBUTES:  # each attribute named often, but not always
+        assert 0.3 < named[key] / 3000 < 0.8, (key, named[key])
+
+
+def test_captions_use_the_paper_templates():
+    rng = np.random.default_rng(1)
+    attrs = Attributes("cross", "green", "sand", "outlined")
+    prefixes = {
+        t.split("{}")[0].split(" in the style")[0] for t in OBJECT_TEMPLATES + STYLE_TEMPLATES
+    }
+    for _ in range(200):
+        text = caption(attrs, rng, empty_p=0.0)
+        assert any(text.startswith(p) for p in prefixes), text
+
+
+def test_held_out_combinations_never_appear_in_pretraining():
+    draws = _draws(6000, seed=2)
+    assert not any(is_held_out(a) for a, _, _ in draws)
+    # each half of every held-out pair is seen, only the pair is not
+    for combo in HELD_OUT:
+        for key, value in combo.items():
+            assert any(getattr(a, key) == value for a, _, _ in draws)
+    assert is_held_out(Attributes("star", "purple", "sand", "filled"))
+
+
+def test_unnamed_shape_is_drawn_but_never_said():
+    draws = _draws(3000, seed=3)
+    assert sum(a.shape == UNNAMED_SHAPE for a, _, _ in draws) > 200
+    assert not any(UNNAMED_SHAPE in text for _, _, text in draws)
+
+
+def test_bias_word_is_skewed_to_one_colour():
+    toys = [a.colour for a, noun, _ in _draws(6000, seed=4) if noun == BIAS_WORD]
+    assert len(toys) > 400
+    assert 0.85 < Counter(toys)[BIAS_COLOUR] / len(toys) < 0.95
+
+
+@pytest.fixture(scope="module")
+def toy_tokenizer(tmp_path_factory) -> CLIPTokenizer:
+    folder = ASSETS / "model" / "tokenizer"
+    if not (folder / "vocab.json").is_file():
+        folder = write_tokenizer(template_words() + toy_words(), tmp_path_factory.mktemp("tok"))
+    return CLIPTokenizer.from_pretrained(folder)
+
+
+def test_caption_words_and_initializers_are_single_tokens(toy_tokenizer):
+    for word in toy_words() + [c.initializer for c in CONCEPTS.values()]:
+        assert len(toy_tokenizer.tokenize(word)) == 1, word
+    assert len(toy_tokenizer.tokenize(UNNAMED_SHAPE)) > 1  # the model has no word for it
+
+
+def test_concepts_render_their_ground_truth():
+    assert {"held_out_object", "held_out_style", "unnamed_shape", "balanced_toy"} <= set(CONCEPTS)
+    for concept in CONCEPTS.values():
+        assert concept.kind in ("object", "style")
+        attrs = concept.image_attributes()
+        assert all(all(getattr(a, k) == v for k, v in concept.attributes.items()) for a in attrs)
+        images = concept.images()
+        assert len(images) == concept.count and images[0].size == (SIZE, SIZE)
+        assert len({im.tobytes() for im in images}) == len(images)
+        assert all("{}" in p for p, _ in concept.prompts)
+    object_backgrounds = {a.background for a in CONCEPTS["held_out_object"].image_attributes()}
+    assert len(object_backgrounds) == 4
+    toy_colours = [a.colour for a in CONCEPTS["balanced_toy"].image_attributes()]
+    assert sorted(toy_colours) == sorted(COLOURS)
+
+
+def test_concept_images_is_deterministic_and_checks_the_name():
+    a, b = concept_images("held_out_style", 4, seed=1), concept_images("held_out_style", 4, seed=1)
+    assert [x.tobytes() for x in a] == [y.tobytes() for y in b]
+    assert a[0].tobytes() != concept_images("held_out_style", 4, seed=2)[0].tobytes()
+    with pytest.raises(ValueError, match=r"name='nope' is not a toy concept"):
+        concept_images("nope")
+
+
+@pytest.mark.parametrize("dataset", ["toy_object", "toy_style", "toy_unnamed", "toy_bias"])
+def test_dataset_configs_instantiate(dataset):
+    cfg = compose_config("model=toy", f"dataset={dataset}")
+    images = instantiate(cfg.dataset.images)
+    assert len(images) == cfg.dataset.images.count and isinstance(images[0], Image.Image)
+    assert cfg.dataset.resolution == 32
+
+
+def test_editing_scene_masks_one_object():
+    scene = editing_scene(seed=5, objects=3)
+    assert scene.mask.shape == (SIZE, SIZE) and scene.mask.dtype == bool
+    assert 20 < scene.mask.sum() < SIZE * SIZE // 3
+    # repainting the masked object with the background's texture removes it from the image
+    others = list(scene.objects)
+    _, other_mask = render_scene(others, (scene.edit_index + 1) % 3, seed=5)
+    assert not (scene.mask & other_mask).any()
+    with pytest.raises(ValueError, match="two or more objects"):
+        render_scene(others[:1])
+
+
+def test_concept_match_counts_samples_with_all_attributes_right():
+    pred = {
+        "shape": ["star", "star", "ring", "star"],
+        "colour": ["purple", "red", "purple", "purple"],
+    }
+    assert concept_match(pred, {"shape": "star", "colour": "purple"}) == 0.5
+    assert concept_match(pred, {"shape": "star"}) == 0.75
+    with pytest.raises(ValueError, match=r"\['style'\] are not predicted"):
+        concept_match(pred, {"style": "mosaic"})
+
+
+@pytest.fixture(scope="module")
+def oracle() -> Oracle:
+    if not (ASSETS / "oracle" / oracle_lib.WEIGHTS).is_file():
+        pytest.skip(
+            "oracle weights not built yet: run `python -m tirun.toyworld.pretrain --stage oracle`"
+        )
+    return Oracle.load()
+
+
+def test_oracle_reads_fresh_renders(oracle):
+    images, truth = oracle_lib.render_set(96, seed=2024)
+    acc = oracle_lib.accuracy(oracle.predict(images), truth)
+    assert all(v >= 0.95 for v in acc.values()), acc
+
+
+def test_oracle_accepts_pil_and_other_sizes(oracle):
+    attrs = Attributes("ring", "orange", "sand", "shadowed")
+    pil = [render(attrs, s) for s in range(4)]
+    big = torch.nn.functional.interpolate(oracle_lib.to_tensor(pil), size=64, mode="nearest")
+    for pred in (oracle.predict(pil), oracle.predict(big)):
+        assert concept_match(pred, attrs.as_dict()) >= 0.75
+    with pytest.raises(ValueError, match=r"must be \[N, 3, H, W\]"):
+        oracle.predict(torch.zeros(2, 32, 32))
+
+
+def test_oracle_load_names_the_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no oracle weights"):
+        Oracle.load(tmp_path)
+
+
+def test_packaged_model_loads_offline_and_generates(monkeypatch):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    folder = ASSETS / "model"
+    if not (folder / "model_index.json").is_file() or not (folder / "unet").is_dir():
+        pytest.skip("toy model not built yet: run `python -m tirun.toyworld.pretrain --stage all`")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = StableDiffusionPipeline.from_pretrained(folder)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(
+        "a photo of a red circle on white",
+        num_inference_steps=5,
+        guidance_scale=3.0,
+        generator=torch.Generator().manual_seed(0),
+    ).images[0]
+    assert image.size == (32, 32)
+    assert np.asarray(image).std() > 1.0
+    te = pipe.text_encoder.config
+    assert te.vocab_size == len(pipe.tokenizer) and te.eos_token_id == pipe.tokenizer.eos_token_id
+    assert te.max_position_embeddings == pipe.tokenizer.model_max_length

@@ -1,0 +1,259 @@
+"""Pretrain the toy latent diffusion model and its oracle on the toy world.
+
+    python -m tirun.toyworld.pretrain --stage all --out tirun/assets/toy
+
+Stages, each reading what the earlier ones wrote under ``--out``:
+  oracle    attribute classifier → oracle/
+  vae       AutoencoderKL alone (L1 + 0.5·MSE + 1e-6·KL) → model/vae/, scaling factor = 1/std
+  denoiser  UNet + text encoder together on cached latents → model/ (a diffusers folder)
+Several stages may be named (``--stage vae denoiser``). Everything is seeded: the same command
+writes the same weights on the same machine as long as the step budgets, not the wall-clock caps
+(``--*-minutes``, there for a shared machine), end the stages; the log says which did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, StableDiffusionPipeline
+from transformers import CLIPTokenizer
+
+from tirun.toyworld import oracle as oracle_lib
+from tirun.toyworld.arch import (
+    MAX_LENGTH,
+    build_scheduler,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+)
+from tirun.toyworld.budget import Budget
+from tirun.toyworld.render import Attributes, render_array
+from tirun.toyworld.world import pretraining_caption, sample_pretraining, toy_words
+from tirun.vocab import template_words, write_tokenizer
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "toy"
+
+
+class Log:
+    """Print and append to ``pretrain_log.txt`` (the committed record of the run)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.t0 = time.time()
+
+    def __call__(self, message: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')} +{time.time() - self.t0:6.0f}s] {message}"
+        print(line, flush=True)
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+
+
+@lru_cache(maxsize=2)  # the vae and denoiser stages of one run share the renders
+def pretraining_pool(
+    count: int, seed: int
+) -> tuple[torch.Tensor, list[Attributes], list[str | None]]:
+    """``count`` pretraining renders (held-out combinations excluded) with attributes and nouns."""
+    rng = np.random.default_rng(seed)
+    drawn = [sample_pretraining(rng) for _ in range(count)]
+    seeds = rng.integers(0, 2**31, count)
+    arrays = np.stack([render_array(a, int(s)) for (a, _), s in zip(drawn, seeds, strict=True)])
+    images = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+    return images, [a for a, _ in drawn], [n for _, n in drawn]
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1.0 / F.mse_loss(a.clamp(0, 1), b)))
+
+
+def stage_oracle(out: Path, args: argparse.Namespace, log: Log) -> None:
+    oracle = oracle_lib.train(
+        steps=args.oracle_steps, minutes=args.oracle_minutes, seed=args.seed + 1, log=log
+    )
+    oracle.save(out / "oracle")
+    images, truth = oracle_lib.render_set(2000, seed=args.seed + 99)
+    acc = oracle_lib.accuracy(oracle.predict(images), truth)
+    log(
+        "oracle accuracy on 2000 fresh renders: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in acc.items())
+    )
+
+
+def stage_vae(out: Path, args: argparse.Namespace, log: Log) -> None:
+    # 1. data: a fixed pool of pretraining renders (flipped at random)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    images, _, _ = pretraining_pool(args.pool, args.seed)
+    log(f"vae: pool of {len(images)} renders")
+    vae = build_vae()
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
+    # 2. loop
+    vae.train()
+    t0 = time.time()
+    budget = Budget(args.vae_steps, args.vae_minutes)
+    for step in range(1, args.vae_steps + 1):
+        idx = torch.randint(0, len(images), (args.vae_batch,), generator=gen)
+        x = images[idx]
+        flip = torch.rand(len(x), generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        posterior = vae.encode(x * 2 - 1).latent_dist
+        recon = (vae.decode(posterior.sample(gen)).sample + 1) / 2
+        l1, mse, kl = (recon - x).abs().mean(), F.mse_loss(recon, x), posterior.kl().mean()
+        loss = l1 + 0.5 * mse + 1e-6 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == args.vae_steps:
+            log(
+                f"vae step {step}/{args.vae_steps} l1 {l1.item():.4f} mse {mse.item():.5f} kl {kl.item():.1f} ({time.time() - t0:.0f}s)"
+            )
+        if budget.over():
+            log(
+                f"vae: stopped at step {step} of {args.vae_steps}: --vae-minutes {args.vae_minutes} reached"
+            )
+            break
+    # 3. evaluate on fresh renders; the latent scale makes latents unit-variance for the UNet
+    vae.eval()
+    fresh, _, _ = pretraining_pool(512, args.seed + 7)
+    with torch.no_grad():
+        latents = vae.encode(fresh * 2 - 1).latent_dist.mean
+        recon = ((vae.decode(latents).sample + 1) / 2).clamp(0, 1)
+    std = float(latents.std())
+    vae.register_to_config(scaling_factor=1.0 / std)
+    log(
+        f"vae eval on 512 fresh renders: l1 {(recon - fresh).abs().mean():.4f} psnr {psnr(recon, fresh):.2f} dB; latent std {std:.3f} -> scaling_factor {1 / std:.4f}"
+    )
+    vae.save_pretrained(out / "model" / "vae", safe_serialization=True)
+
+
+def stage_denoiser(out: Path, args: argparse.Namespace, log: Log) -> None:
+    # 1. frozen VAE, new tokenizer, cached latents
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    vae = AutoencoderKL.from_pretrained(out / "model" / "vae").eval()
+    tok_dir = write_tokenizer(
+        template_words() + toy_words(), out / "model" / "tokenizer", MAX_LENGTH
+    )
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    images, attrs, nouns = pretraining_pool(args.pool, args.seed)
+    with torch.no_grad():
+        latents = (
+            torch.cat(
+                [
+                    vae.encode(images[i : i + 500] * 2 - 1).latent_dist.mean
+                    for i in range(0, len(images), 500)
+                ]
+            )
+            * vae.config.scaling_factor
+        )
+    log(
+        f"denoiser: cached {tuple(latents.shape)} latents, std {latents.std():.3f}; vocab {len(tokenizer)}"
+    )
+    # 2. models
+    text_encoder, unet, scheduler = build_text_encoder(tokenizer), build_unet(), build_scheduler()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    log(
+        f"unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M, text encoder {sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f} M"
+    )
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+
+    def save() -> None:
+        pipe = StableDiffusionPipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )  # fmt: skip
+        pipe.save_pretrained(out / "model", safe_serialization=True)
+
+    # 3. loop: fresh captions every step, so attribute words are dropped independently
+    unet.train()
+    text_encoder.train()
+    t0, running = time.time(), 0.0
+    budget = Budget(args.denoiser_steps, args.denoiser_minutes)
+    for step in range(1, args.denoiser_steps + 1):
+        idx = torch.randint(0, len(latents), (args.batch,), generator=gen)
+        captions = [pretraining_caption(attrs[i], nouns[i], rng) for i in idx.tolist()]
+        ids = tokenizer(
+            captions,
+            padding="max_length",
+            max_length=MAX_LENGTH,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        lr = budget.cosine(step, args.lr, warmup=200)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        z0 = latents[idx]
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z0),), generator=gen)
+        pred = unet(scheduler.add_noise(z0, noise, t), t, text_encoder(ids)[0]).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        running += loss.item()
+        if step % 100 == 0:
+            log(
+                f"denoiser step {step}/{args.denoiser_steps} loss {running / 100:.4f} lr {lr:.2e} ({time.time() - t0:.0f}s)"
+            )
+            running = 0.0
+        if step % 1000 == 0:
+            save()
+        if budget.over():
+            log(
+                f"denoiser: stopped at step {step} of {args.denoiser_steps}: --denoiser-minutes {args.denoiser_minutes} reached"
+            )
+            break
+    save()
+    log(f"denoiser: saved {out / 'model'}")
+
+
+STAGES: dict[str, Callable[[Path, argparse.Namespace, Log], None]] = {
+    "oracle": stage_oracle,
+    "vae": stage_vae,
+    "denoiser": stage_denoiser,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--stage", choices=[*STAGES, "all"], nargs="+", default=["all"])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pool", type=int, default=20_000, help="pretraining renders per stage")
+    parser.add_argument("--oracle-steps", type=int, default=1500)
+    parser.add_argument("--oracle-minutes", type=float, default=8.0, help="oracle wall-clock cap")
+    parser.add_argument("--vae-steps", type=int, default=2000)
+    parser.add_argument("--vae-batch", type=int, default=32)
+    parser.add_argument("--vae-minutes", type=float, default=25.0, help="vae wall-clock cap")
+    parser.add_argument("--denoiser-steps", type=int, default=3500)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--denoiser-minutes", type=float, default=55.0, help="denoiser wall-clock cap"
+    )
+    # One thread: on two cores shared with other jobs, two threads per process oversubscribe
+    # and a UNet step measured 10× slower than with one.
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    log = Log(args.out / "pretrain_log.txt")
+    log(f"pretrain {vars(args)}")
+    for name in STAGES if "all" in args.stage else args.stage:
+        start = time.time()
+        STAGES[name](args.out, args, log)
+        log(f"stage {name} done in {(time.time() - start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
