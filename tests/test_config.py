@@ -98,6 +98,8 @@ def test_the_main_command_runs_as_scripts_call_it(tmp_path):
         "model=tiny",
         "train.max_steps=4",
         "tracker=none",
+        "application.sampling.samples=1",
+        "application.sampling.steps=1",
         f"hydra.run.dir={tmp_path}/run",
         cwd=ROOT,
     )

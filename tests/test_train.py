@@ -26,6 +26,14 @@ def test_tiny_run_writes_embedding_metrics_config_and_validation_grid(tiny_run):
     assert metrics["timing"]["step_s"] > 0 and metrics["final_loss"] > 0
 
 
+def test_validation_leaves_the_frozen_table_as_it_was(tiny_run):
+    _, objects, _ = tiny_run(
+        "validation.every=2", "validation.images_per_prompt=1", "validation.steps=1"
+    )
+    fresh = build_random("tiny-sd1", seed=0).text_encoders[0].get_input_embeddings().weight
+    assert torch.equal(objects["word"].tables[0].weight, fresh)
+
+
 def test_saved_word_loads_with_diffusers_own_loader(tiny_run, tiny_sd1):
     _, objects, run_dir = tiny_run()
     pipe = tiny_sd1.pipeline()

@@ -166,6 +166,9 @@ class Word:
         encoders = self.components.text_encoders
         wrappers = [e.get_input_embeddings() for e in encoders]
         vocab_sizes = [e.config.vocab_size for e in encoders]
+        # transformers 5 resizes the table in place when a pipeline loads a word: keep the
+        # original weight tensor and row count to put back.
+        weights = [(t.weight.data, t.num_embeddings) for t in self.tables]
         for encoder, table in zip(encoders, self.tables, strict=True):
             encoder.set_input_embeddings(table)
         try:
@@ -174,3 +177,6 @@ class Word:
             for encoder, wrapper, size in zip(encoders, wrappers, vocab_sizes, strict=True):
                 encoder.set_input_embeddings(wrapper)
                 encoder.config.vocab_size = size
+            for table, (weight, rows) in zip(self.tables, weights, strict=True):
+                table.weight.data = weight
+                table.num_embeddings = rows

@@ -1,0 +1,239 @@
+"""The six applications on the toy world, one `python -m tirun` command each, scored by the oracle.
+
+    python -m experiments.applications [--out outputs/applications] [--threads 1] [--only bld ...] [OVERRIDES]
+
+Trains the purple-star object word (exp=variation), the outlined-on-bricks style word
+(exp=style_transfer) and the inclusive "toy" (exp=bias); synthesis, composition and bld reuse
+the saved words (`embeddings=[...]`); three commands run side by side. Each command's `metrics.json` is read back and the figures
+go to experiments/results/applications.md:
+- variation/synthesis/style/composition: oracle concept match vs the initializer baseline;
+- bias: KL(colour distribution ‖ uniform) of the inclusive word vs the plain word;
+- bld: background PSNR before any pixel blend, plain decoder vs fine-tuned decoder, and the
+  concept inside the mask vs the plain word.
+Needs the packaged toy model and oracle (`make toy-model`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "applications.md"
+WORD = "learned_embeds.safetensors"
+
+
+# The first wave trains the three words; the second applies the saved ones.
+WAVES = (("variation", "style", "bias"), ("synthesis", "composition", "bld"))
+
+
+def commands(out: Path) -> dict[str, list[str]]:
+    """Each application's overrides; later ones read the words earlier ones saved."""
+    obj, style = out / "variation" / WORD, out / "style" / WORD
+    return {
+        "variation": ["+exp=variation"],
+        "style": ["+exp=style_transfer"],
+        "synthesis": ["+exp=synthesis", f"embeddings=[{obj}]"],
+        "composition": ["+exp=composition", f"embeddings=[{obj},{style}]"],
+        "bias": ["+exp=bias"],
+        "bld": ["+exp=bld", f"embeddings=[{obj}]"],
+    }
+
+
+def start(
+    name: str, overrides: list[str], out: Path, threads: int
+) -> tuple[subprocess.Popen, float, str]:
+    """Start one `python -m tirun` command in its own folder (its log beside it)."""
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "tirun", *overrides, "tracker=none", f"hydra.run.dir={folder}"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TIRUN_DEBUG": "1"}
+    command = "python -m tirun " + " ".join(o.replace(str(out), "OUT") for o in overrides)
+    (folder / "command.txt").write_text(command + "\n")
+    with (folder / "log.txt").open("w") as log:
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return process, time.perf_counter(), command
+
+
+def run_wave(
+    names: list[str], all_commands: dict, out: Path, threads: int, extra: list[str]
+) -> dict:
+    """Run commands side by side (a busy shared machine gets more done with 1-thread processes);
+    returns {name: (metrics, seconds, command)}."""
+    started = {name: start(name, all_commands[name] + extra, out, threads) for name in names}
+    results = {}
+    for name, (process, t0, command) in started.items():
+        if process.wait() != 0:
+            raise SystemExit(f"{name} failed; see {out / name / 'log.txt'}")
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        results[name] = (metrics, time.perf_counter() - t0, command)
+        print(f"{name}: {json.dumps(metrics['applications'][name], default=str)[:300]}", flush=True)
+    return results
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.0f}%"
+
+
+def report(results: dict[str, tuple[dict, float, str]], threads: int) -> str:
+    """Markdown: one table of figures, then each command."""
+    lines = [
+        "# Applications on the toy world",
+        "",
+        f"Written by `python -m experiments.applications` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{threads} thread(s) on a shared 2-core CPU). Scores: the oracle reads shape, colour, "
+        "background and style off every sample; a sample matches when every attribute that "
+        "defines the concept (and every attribute the sentence adds) is right. The baseline is "
+        "the same sentences with the initializer word (plain word for bias and bld), same seeds.",
+        "",
+        f"Model: {model_note()}",
+        "",
+        "| application | learned word | baseline | samples | wall time |",
+        "|---|---|---|---|---|",
+    ]
+    for name, (metrics, seconds, _) in results.items():
+        m = metrics["applications"][name]
+        if name == "bias":
+            word = f"KL {m['kl_uniform']:.3f}"
+            base = f"KL {m['baseline_kl_uniform']:.3f}"
+            count = m["samples"]
+        elif name == "bld":
+            word = (
+                f"concept in mask {pct(m.get('concept_match'))}; background PSNR "
+                f"{m['background_psnr']:.1f} dB, decoder fix {m.get('background_psnr_decoder_fix', float('nan')):.1f} dB"
+            )
+            base = f"concept in mask {pct(m.get('baseline_concept_match'))}"
+            count = m["edits"]
+        else:
+            word = f"concept match {pct(m.get('concept_match'))}"
+            base = f"concept match {pct(m.get('baseline_concept_match'))}"
+            count = m["samples"]
+        lines.append(f"| {name} | {word} | {base} | {count} | {seconds:.0f} s |")
+    lines += ["", "## Checks", "", *checks(results), "", "## Details", ""]
+    for name, (metrics, _, command) in results.items():
+        m = metrics["applications"][name]
+        lines += [f"### {name}", "", f"`{command}`", ""]
+        if "per_prompt" in m:
+            lines += ["| prompt / source | learned word | baseline |", "|---|---|---|"]
+            for prompt, value in m["per_prompt"].items():
+                lines.append(
+                    f"| {prompt} | {pct(value)} | {pct(m['baseline_per_prompt'].get(prompt))} |"
+                )
+        if "attribute_match" in m:
+            for label, key in (("learned word", ""), ("baseline", "baseline_")):
+                rates = ", ".join(
+                    f"{k} {pct(v)}" for k, v in m.get(f"{key}attribute_match", {}).items()
+                )
+                lines.append(f"\nEach attribute alone, {label}: {rates}.")
+        if name == "bias":
+            classes = list(m["distribution"])
+            lines += [
+                "| word | " + " | ".join(classes) + " | KL to uniform |",
+                "|---" * (len(classes) + 2) + "|",
+            ]
+            for label, key in (("inclusive", ""), (f"plain ({m['plain_word']})", "baseline_")):
+                shares = " | ".join(pct(m[f"{key}distribution"][c]) for c in classes)
+                lines.append(f"| {label} | {shares} | {m[f'{key}kl_uniform']:.3f} |")
+        if name == "bld":
+            lines.append("")
+            lines.append(
+                f"Background outside the mask before the pixel blend: PSNR {m['background_psnr']:.2f} dB / "
+                f"MSE {m['background_mse']:.5f} (plain decoder); "
+                f"{m.get('background_psnr_decoder_fix', float('nan')):.2f} dB / "
+                f"{m.get('background_mse_decoder_fix', float('nan')):.5f} (decoder fine-tuned per edit)."
+            )
+        if (
+            name in metrics.get("applications", {})
+            and "oracle" in metrics
+            and name in ("variation", "style")
+        ):
+            lines += ["", f"Run-level `oracle`: {json.dumps(metrics['oracle'])}"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def model_note() -> str:
+    """How far the packaged toy model was pretrained (the last denoiser lines of its log)."""
+    log = Path(__file__).resolve().parents[1] / "tirun" / "assets" / "toy" / "pretrain_log.txt"
+    lines = [ln for ln in log.read_text().splitlines() if "denoiser" in ln] if log.is_file() else []
+    steps = [ln.split("] ", 1)[-1] for ln in lines if "denoiser step" in ln or "stopped" in ln]
+    return (
+        f"the packaged toy model; pretraining log: `{steps[-1]}`"
+        if steps
+        else "the packaged toy model"
+    )
+
+
+def checks(results: dict[str, tuple[dict, float, str]]) -> list[str]:
+    """The issue's bars, each marked met or not met."""
+    out = []
+
+    def mark(ok: bool, text: str) -> None:
+        out.append(f"- {'met' if ok else 'NOT met'}: {text}")
+
+    for name in ("variation", "synthesis", "style", "composition"):
+        if name in results:
+            m = results[name][0]["applications"][name]
+            word, base = m.get("concept_match"), m.get("baseline_concept_match")
+            if word is not None:
+                mark(word > base, f"{name}: learned word {pct(word)} > initializer {pct(base)}")
+    if "bias" in results:
+        m = results["bias"][0]["applications"]["bias"]
+        mark(
+            m["kl_uniform"] < m["baseline_kl_uniform"],
+            f"bias: KL inclusive {m['kl_uniform']:.3f} < plain {m['baseline_kl_uniform']:.3f}",
+        )
+    if "bld" in results:
+        m = results["bld"][0]["applications"]["bld"]
+        fixed = m.get("background_psnr_decoder_fix", float("nan"))
+        mark(
+            fixed > m["background_psnr"],
+            f"bld: decoder fix raises background PSNR {m['background_psnr']:.1f} → {fixed:.1f} dB",
+        )
+        word, base = m.get("concept_match"), m.get("baseline_concept_match")
+        if word is not None:
+            mark(
+                word >= 0.7,
+                f"bld: concept inside the mask {pct(word)} ≥ 70% (plain word {pct(base)})",
+            )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("outputs/applications"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per command")
+    parser.add_argument(
+        "--only", nargs="*", help="run only these (the others' folders are read back)"
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("overrides", nargs="*", help="extra overrides for every command")
+    args = parser.parse_args()
+    out = args.out.resolve()
+    all_commands = commands(out)
+    results = {}
+    for wave in WAVES:
+        todo = [n for n in wave if not args.only or n in args.only]
+        results.update(run_wave(todo, all_commands, out, args.threads, list(args.overrides)))
+        for name in set(wave) - set(todo):
+            folder = out / name
+            if (folder / "metrics.json").is_file():
+                metrics = json.loads((folder / "metrics.json").read_text())
+                seconds = (
+                    metrics.get("wall_time_s", 0.0) + metrics["applications"][name]["wall_time_s"]
+                )
+                results[name] = (metrics, seconds, (folder / "command.txt").read_text().strip())
+    ordered = {n: results[n] for n in all_commands if n in results}
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(report(ordered, args.threads) + "\n")
+    print(f"wrote {args.results}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Applications of a learned word, one module each: variation, synthesis, style, composition,
+bias, bld (Blended Latent Diffusion editing).
+
+`conf/application/<name>.yaml` names its function with `_target_`; `run` instantiates it, calls
+it with a `Context`, and files its metrics under `applications.<name>` in `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+from pathlib import Path
+
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from tirun.applications.context import Context
+from tirun.files import atomic_write, write_json
+
+log = logging.getLogger(__name__)
+
+# The application whose oracle scores stand for the run's (issue 4's `oracle.*` names), by the
+# kind of toy concept learned.
+ORACLE_SUMMARY = {"object": "variation", "style": "style"}
+
+
+def run(cfg: DictConfig, run_dir: Path, metrics: dict, objects: dict) -> dict:
+    """Run `cfg.application` on the word just trained (or on `cfg.embeddings`); returns metrics.
+
+    Args:
+        cfg: the composed config; `cfg.application` has `name`, `_target_`, `score`, `sampling`
+            and the application's own keys.
+        run_dir: the run folder: samples go to `samples/<name>/`, metrics to `metrics.json`.
+        metrics: the training metrics (`{}` when applying saved words: the folder's
+            `metrics.json`, if any, is added to).
+        objects: `train`'s objects (or `{}`).
+    """
+    accelerator = objects.get("accelerator")
+    if accelerator is not None and not accelerator.is_main_process:
+        return metrics
+    run_dir = Path(run_dir)
+    started = time.perf_counter()
+    params = OmegaConf.to_container(cfg.application, resolve=True)
+    name, score = params.pop("name"), params.pop("score")
+    _check_keys(name, params)
+
+    # 1. The context: model, saved words, concept, scorers. Re-scoring needs the config.
+    if not (run_dir / "config.yaml").is_file():
+        text = OmegaConf.to_yaml(cfg, resolve=True)
+        atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(text))
+    ctx = Context(cfg, run_dir, metrics, objects, name, score)
+    ctx.load_scorers()
+
+    # 2. The application itself.
+    apply = instantiate(params, _partial_=True, _convert_="all")
+    result = apply(ctx)
+    result["wall_time_s"] = time.perf_counter() - started
+    log.info("application %s: %s", name, {k: v for k, v in result.items() if isinstance(v, float)})
+
+    # 3. Metrics, rewritten atomically; applying saved words adds to what the folder holds.
+    if not metrics and (run_dir / "metrics.json").is_file():
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = {**metrics, "applications": {**metrics.get("applications", {}), name: result}}
+    if (
+        ctx.concept is not None
+        and ORACLE_SUMMARY.get(ctx.concept.kind) == name
+        and "concept_match" in result
+    ):
+        metrics["oracle"] = {
+            **metrics.get("oracle", {}),
+            "concept_match": result["concept_match"],
+            "initializer_concept_match": result["baseline_concept_match"],
+        }
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _check_keys(name: str, params: dict) -> None:
+    """Every key of the application's config must be an argument of its function."""
+    if "_target_" not in params:
+        raise ValueError(
+            f"application={name} has no _target_: name its function, e.g. tirun.applications.{name}.run"
+        )
+    function = get_method(params["_target_"])
+    accepted = set(inspect.signature(function).parameters) - {"ctx"}
+    given = {k for k in params if not k.startswith("_")}
+    unknown, missing = given - accepted, accepted - given
+    if unknown:
+        raise ValueError(
+            f"application.{sorted(unknown)[0]} is not an option of {name}; its options: {sorted(accepted)}"
+        )
+    if missing:
+        raise ValueError(f"application={name} needs application.{sorted(missing)[0]}")

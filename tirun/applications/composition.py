@@ -1,0 +1,60 @@
+"""Composition: two learned words in one sentence ("S1 in the style of S2").
+
+The words are loaded together into one pipeline; clashing token names are refused (rename them
+with `application.tokens`). A right sample shows both concepts at once.
+"""
+
+from __future__ import annotations
+
+from tirun.applications.context import Context, Sampling, check_templates, with_baseline
+from tirun.toyworld.concepts import CONCEPTS
+
+
+def run(
+    ctx: Context,
+    *,
+    prompts: list[str],
+    tokens: list[str | None] | None,
+    initializers: list[str],
+    concepts: list[str] | None,
+    sampling: dict,
+) -> dict:
+    """Samples of each sentence with the learned words and with their initializer words.
+
+    Args:
+        ctx: the application's context; its words are `embeddings=[a, b]` (in the holes' order).
+        prompts: sentences with "{0}" and "{1}" for the two words.
+        tokens: token names to load the words under (null keeps the files' names).
+        initializers: the baseline words, one per learned word.
+        concepts: toy concepts the words stand for (their attributes are scored together), or
+            null on real models.
+        sampling: `application.sampling`.
+    """
+    settings = Sampling(**sampling)
+    if len(ctx.sources) != 2:
+        raise ValueError(
+            f"composition needs two learned words, got {len(ctx.sources)}: give embeddings=[word_a,word_b]"
+        )
+    check_templates(prompts, "prompts", holes=2)
+    if len(initializers) != 2 or (concepts is not None and len(concepts) != 2):
+        raise ValueError(
+            "application.initializers (and application.concepts) need one entry per word"
+        )
+    unknown = [c for c in concepts or [] if c not in CONCEPTS]
+    if unknown:
+        raise ValueError(
+            f"application.concepts: {unknown[0]!r} is not a toy concept; use {sorted(CONCEPTS)}"
+        )
+    expected = None
+    if concepts:
+        ctx.toy = True
+        expected = [{**CONCEPTS[concepts[0]].attributes, **CONCEPTS[concepts[1]].attributes}] * len(
+            prompts
+        )
+    texts = [" ".join(p.replace("{0}", " ").replace("{1}", " ").split()) for p in prompts]
+    with ctx.pipeline(settings.scheduler, ctx.sources, tokens) as (pipe, names):
+        rows = ctx.sample(pipe, [p.format(*names) for p in prompts], settings, "word")
+        base = ctx.sample(pipe, [p.format(*initializers) for p in prompts], settings, "baseline")
+    word = ctx.scores(rows, prompts, expected, texts)
+    baseline = ctx.scores(base, prompts, expected, texts)
+    return {"samples": sum(len(row) for row in rows), **with_baseline(word, baseline)}
