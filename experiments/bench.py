@@ -1173,7 +1173,7 @@ def sampling_table(outcomes: list[CaseResult], plan: Plan) -> str:
         f"## Sampling a validation grid ({len(PROMPTS)} prompts × {plan.images_per_prompt}, "
         f"DDIM {plan.sample_steps} steps, guidance {GUIDANCE})",
         "",
-        "`tirun.sampling.sample` (one pipeline call per prompt, fixed per-image noise) against "
+        "`tirun.sampling.sample` (the whole grid in one pipeline call, fixed per-image noise) against "
         "one plain pipeline call for the whole grid; same pipeline, scheduler and steps; medians.",
         "",
         "| model | case | plain pipeline call s | tirun sampler s | note |",
