@@ -20,7 +20,6 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import compute_snr
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -35,20 +34,15 @@ from tirun.word import Word
 log = logging.getLogger(__name__)
 
 
-def run_folder() -> Path:
-    """The folder Hydra made for this run (`hydra.run.dir`, or the sweep job's folder)."""
-    return Path(HydraConfig.get().runtime.output_dir)
-
-
-def train(cfg: DictConfig, run_dir: Path | None = None) -> tuple[dict, dict]:
+def train(cfg: DictConfig, run_dir: Path) -> tuple[dict, dict]:
     """Learn `cfg.word` from `cfg.dataset` on `cfg.model`; returns (metrics, objects).
 
     Args:
         cfg: the composed config (see `conf/config.yaml`).
-        run_dir: where files go; by default the folder Hydra made for the run.
+        run_dir: where files go (`python -m tirun` passes the folder all ranks agreed on).
     """
     started = time.perf_counter()
-    run_dir = Path(run_dir) if run_dir else run_folder()
+    run_dir = Path(run_dir)
     tc = cfg.train
 
     # 1. Accelerator, seeds. All ranks draw the same global batch and take their slice, so a
