@@ -1,9 +1,11 @@
 """Shapes of the toy latent diffusion model: small enough to pretrain on two CPU cores.
 
 The VAE halves the resolution (32×32×3 → 16×16×4) because at f4 the probe lost 5 dB of
-reconstruction; its channels (32/64) are half the probe's (64/128), a quarter of the compute,
-because the pretraining shares two cores. The UNet attends to text only at 8×8, where
-attention is cheap.
+reconstruction; its channels (32/64) are half the probe's (64/128): a quarter of the compute,
+which buys the step budget a sharp reconstruction needs within the 90-minute pretraining.
+The UNet goes down to 4×4 and attends to text at 8×8 and 4×4, where attention is cheap: a
+two-level 1 M UNet (attention at 8×8 only) drew the named shape in 29% of samples, as the
+shape is a global property of the image that its 8×8 level saw through one block.
 """
 
 from __future__ import annotations
@@ -54,9 +56,9 @@ def build_unet() -> UNet2DConditionModel:
         sample_size=RESOLUTION // 2,
         in_channels=LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64, 128),
         layers_per_block=1,
         cross_attention_dim=TEXT_WIDTH,
         attention_head_dim=8,

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, StableDiffusionPipeline
-from transformers import CLIPTokenizer
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.training_utils import EMAModel
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from tirun.toyworld import oracle as oracle_lib
 from tirun.toyworld.arch import (
@@ -99,6 +100,8 @@ def stage_vae(out: Path, args: argparse.Namespace, log: Log) -> None:
     t0 = time.time()
     budget = Budget(args.vae_steps, args.vae_minutes)
     for step in range(1, args.vae_steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = budget.cosine(step, 1e-3, warmup=100, floor=0.05)
         idx = torch.randint(0, len(images), (args.vae_batch,), generator=gen)
         x = images[idx]
         flip = torch.rand(len(x), generator=gen) < 0.5
@@ -157,20 +160,30 @@ def stage_denoiser(out: Path, args: argparse.Namespace, log: Log) -> None:
     log(
         f"denoiser: cached {tuple(latents.shape)} latents, std {latents.std():.3f}; vocab {len(tokenizer)}"
     )
-    # 2. models
-    text_encoder, unet, scheduler = build_text_encoder(tokenizer), build_unet(), build_scheduler()
+    # 2. models: new, or (--continue) the weights a previous run saved, trained further
+    if args.continue_denoiser:
+        text_encoder = CLIPTextModel.from_pretrained(out / "model" / "text_encoder")
+        unet = UNet2DConditionModel.from_pretrained(out / "model" / "unet")
+        log(f"denoiser: continuing from {out / 'model'}")
+    else:
+        text_encoder, unet = build_text_encoder(tokenizer), build_unet()
+    scheduler = build_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     log(
         f"unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M, text encoder {sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f} M"
     )
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    ema = EMAModel(params, decay=args.ema_decay)  # the saved weights: smoother samples
 
     def save() -> None:
+        ema.store(params)
+        ema.copy_to(params)
         pipe = StableDiffusionPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )  # fmt: skip
         pipe.save_pretrained(out / "model", safe_serialization=True)
+        ema.restore(params)
 
     # 3. loop: fresh captions every step, so attribute words are dropped independently
     unet.train()
@@ -199,6 +212,7 @@ def stage_denoiser(out: Path, args: argparse.Namespace, log: Log) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        ema.step(params)
         running += loss.item()
         if step % 100 == 0:
             log(
@@ -231,20 +245,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool", type=int, default=20_000, help="pretraining renders per stage")
-    parser.add_argument("--oracle-steps", type=int, default=1500)
-    parser.add_argument("--oracle-minutes", type=float, default=8.0, help="oracle wall-clock cap")
-    parser.add_argument("--vae-steps", type=int, default=2000)
+    parser.add_argument("--oracle-steps", type=int, default=4000)
+    parser.add_argument("--oracle-minutes", type=float, default=12.0, help="oracle wall-clock cap")
+    parser.add_argument("--vae-steps", type=int, default=2500)
     parser.add_argument("--vae-batch", type=int, default=32)
-    parser.add_argument("--vae-minutes", type=float, default=25.0, help="vae wall-clock cap")
-    parser.add_argument("--denoiser-steps", type=int, default=3500)
+    parser.add_argument("--vae-minutes", type=float, default=22.0, help="vae wall-clock cap")
+    parser.add_argument("--denoiser-steps", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument(
-        "--denoiser-minutes", type=float, default=55.0, help="denoiser wall-clock cap"
+        "--continue",
+        dest="continue_denoiser",
+        action="store_true",
+        help="denoiser: start from the UNet and text encoder already under --out",
     )
-    # One thread: on two cores shared with other jobs, two threads per process oversubscribe
-    # and a UNet step measured 10× slower than with one.
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--denoiser-minutes", type=float, default=60.0, help="denoiser wall-clock cap"
+    )
+    # Two threads on a quiet machine; pass 1 when other jobs share the cores: two threads per
+    # process then oversubscribe, and a UNet step measured 10× slower than with one.
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     log = Log(args.out / "pretrain_log.txt")
