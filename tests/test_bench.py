@@ -11,21 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.bench import (
-    Case,
-    CaseResult,
-    Common,
-    Floor,
-    NewVectorEmbedding,
-    Plan,
-    Stopwatch,
-    TrainerSession,
-    VariantResult,
-    load_components,
-    report,
-    summary_line,
-    write_images,
-)
+from experiments.bench.cases import Case, Plan
+from experiments.bench.models import load_components, write_images
+from experiments.bench.report import CaseResult, VariantResult, missed, report, summary_line
+from experiments.bench.steps import Stopwatch
+from experiments.bench.variants import Common, Floor, NewVectorEmbedding
+from experiments.bench.workers import TrainerSession
 
 CASE = Case("tiny-sd1", "cpu", resolution=32, batch=2)
 
@@ -94,11 +85,26 @@ def test_report_has_the_table_and_the_summary_line():
     )
     info = {"cpu": "test", "cores": "2", "torch": torch.__version__}
 
-    text = report([outcome], info, Plan(), (0.0, 0.0), notes=["toy model skipped"])
+    text = report([outcome], info, (0.0, 0.0), notes=["toy model skipped"])
 
     assert "| sd15 | 256px b1 fp32 sdpa | common | 2.000 |" in text
     assert "303568900" in text and "toy model skipped" in text
     assert summary_line([outcome]) == "speedup_vs_common=2.000 floor_ratio=1.000"
+
+
+def test_the_speedup_target_is_judged_at_sd15_shapes_only():
+    def outcome(model: str) -> CaseResult:
+        results = {
+            "tirun": VariantResult("tirun", times=[1.0]),
+            "common": VariantResult("common", times=[1.1]),
+            "floor": VariantResult("floor", times=[1.0]),
+        }
+        return CaseResult(Case(model, "cpu", 32, 1), results, sampling={"plain": [1.0]})
+
+    assert missed(outcome("sd15")) == ["common", "tirun"]
+    assert missed(outcome("toy")) == []
+    text = report([outcome("toy")], {"cpu": "test"}, (0.0, 0.0), notes=[])
+    assert "1.100 (no target)" in text and "✗" not in text
 
 
 class ScriptedChannel:

@@ -251,3 +251,53 @@ def test_packaged_model_loads_offline_and_generates(monkeypatch):
     te = pipe.text_encoder.config
     assert te.vocab_size == len(pipe.tokenizer) and te.eos_token_id == pipe.tokenizer.eos_token_id
     assert te.max_position_embeddings == pipe.tokenizer.model_max_length
+
+
+def _denoising_loss(components, prompt: str, latents: torch.Tensor, seed: int = 0) -> float:
+    """The LDM loss of ``latents`` under ``prompt`` on fixed noise and timesteps (a paired
+    comparison: only the prompt's embedding differs between two calls)."""
+    gen = torch.Generator().manual_seed(seed)
+    latents = latents.repeat(8, 1, 1, 1)
+    noise = torch.randn(latents.shape, generator=gen)
+    steps = torch.linspace(50, 950, len(latents)).long()
+    tokenizer = components.tokenizers[0]
+    ids = tokenizer(
+        [prompt] * len(latents),
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        return_tensors="pt",
+    ).input_ids
+    with torch.no_grad():
+        hidden, _ = components.encode_prompt([ids])
+        noisy = components.scheduler.add_noise(latents, noise, steps)
+        pred = components.unet(noisy, steps, hidden).sample
+    return float(torch.nn.functional.mse_loss(pred, noise))
+
+
+def test_a_short_inversion_on_the_toy_model_lowers_the_concept_images_loss(tmp_path):
+    from tirun.data import LatentCache, TrainingViews
+    from tirun.train import train
+
+    if not (ASSETS / "model" / "unet").is_dir():
+        pytest.skip("toy model not built yet: run `make toy-model`")
+    cfg = compose_config(
+        "dataset=toy_object",
+        "word.token='<object>'",
+        "word.initializer=circle",
+        "train.max_steps=60",
+        "train.batch_size=8",
+        "train.checkpoint_every=0",
+        "optimizer.lr=5e-3",
+        "optimizer.scale_lr=false",
+        "tracker=none",
+    )
+    _, objects = train(cfg, tmp_path / "run")
+
+    components = objects["components"]
+    views = TrainingViews(instantiate(cfg.dataset.images), resolution=32, crop="center", flip_p=0)
+    cache = LatentCache(components.vae, views)
+    latents = cache.mean[0] * cache.scaling_factor
+    # The word started as "circle"'s embedding, so that prompt is the loss before training.
+    before = _denoising_loss(components, "a photo of a circle", latents)
+    after = _denoising_loss(components, "a photo of a <object>", latents)
+    assert after < 0.97 * before, (before, after)

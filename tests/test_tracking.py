@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -129,3 +130,30 @@ def test_a_run_left_open_by_a_failed_sweep_job_is_closed_so_the_next_job_gets_it
         assert second.id != first.id
     finally:
         second.finish()
+
+
+def test_application_scores_and_grids_reach_the_same_wandb_run(
+    no_wandb_account, tmp_path, image_folder
+):
+    from tirun.__main__ import run
+
+    cfg = compose_config(
+        "model=tiny",
+        "tracker=wandb",
+        f"dataset.path={image_folder}",
+        "train.max_steps=2",
+        "train.batch_size=1",
+        "train.checkpoint_every=0",
+        "application=synthesis",
+        "application.score.oracle=null",
+        "application.sampling.samples=1",
+        "application.sampling.steps=1",
+        'application.prompts=["a photo of a {}"]',
+    )
+    run(cfg, tmp_path / "run")
+
+    (wandb_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    (table,) = (wandb_run / "files" / "media" / "table").glob("final_metrics_*.table.json")
+    names = {row[0] for row in json.loads(table.read_text())["data"]}
+    assert "steps" in names and "applications.synthesis.wall_time_s" in names
+    assert list((wandb_run / "files" / "media" / "images").glob("samples/synthesis/*.png"))

@@ -57,11 +57,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         )
     from tirun.train import train  # torch and diffusers load here, so `--cfg job` stays quick
 
-    metrics, objects = train(cfg, run_dir) if not cfg.embeddings else ({}, {})
-    if cfg.get("application") is not None:
-        from tirun.applications import run as run_application
+    applying = cfg.get("application") is not None
+    metrics, objects = (
+        train(cfg, run_dir, keep_tracking=applying) if not cfg.embeddings else ({}, {})
+    )
+    if not applying:
+        return metrics
+    from tirun.applications import run as run_application
 
+    # The run's trackers stay open through the application, so its scores and grids land in
+    # the same W&B run as the training curves.
+    try:
         metrics = run_application(cfg, run_dir, metrics, objects)
+    finally:
+        if objects:
+            grids = sorted((run_dir / "samples" / cfg.application.name).glob("*.png"))
+            tracking.finish(objects["accelerator"], metrics, metrics.get("files", []), grids)
     return metrics
 
 

@@ -111,15 +111,16 @@ def flatten(metrics: dict, prefix: str = "") -> dict[str, float | int | str | bo
     return flat
 
 
-def finish(accelerator, metrics: dict, files: list[str]) -> None:
-    """Final metrics as a table (and the run summary), the saved word as an artifact; close."""
+def finish(accelerator, metrics: dict, files: list[str], grids: list[Path] | None = None) -> None:
+    """Final metrics as a table (and the run summary), sample grids as images, the saved word
+    as an artifact; close."""
     for tracker in accelerator.trackers:
         if tracker.name == "wandb":
-            _finish_wandb(tracker.tracker, metrics, files)
+            _finish_wandb(tracker.tracker, metrics, files, grids or [])
     accelerator.end_training()
 
 
-def _finish_wandb(run, metrics: dict, files: list[str]) -> None:
+def _finish_wandb(run, metrics: dict, files: list[str], grids: list[Path]) -> None:
     import wandb
 
     flat = flatten(metrics)
@@ -127,7 +128,8 @@ def _finish_wandb(run, metrics: dict, files: list[str]) -> None:
         {
             "final_metrics": wandb.Table(
                 columns=["metric", "value"], data=[[k, str(v)] for k, v in flat.items()]
-            )
+            ),
+            **{f"samples/{p.parent.name}/{p.stem}": wandb.Image(str(p)) for p in grids},
         }
     )
     run.summary.update({k: v for k, v in flat.items() if isinstance(v, (int, float, str, bool))})

@@ -34,12 +34,14 @@ from tirun.word import Word
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig, run_dir: Path) -> tuple[dict, dict]:
+def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[dict, dict]:
     """Learn `cfg.word` from `cfg.dataset` on `cfg.model`; returns (metrics, objects).
 
     Args:
         cfg: the composed config (see `conf/config.yaml`).
         run_dir: where files go (`python -m tirun` passes the folder all ranks agreed on).
+        keep_tracking: leave the trackers open (an application follows and logs its scores;
+            the caller then calls `tracking.finish`).
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -98,6 +100,7 @@ def train(cfg: DictConfig, run_dir: Path) -> tuple[dict, dict]:
     global_batch = tc.batch_size * accelerator.num_processes
     sampler = ViewSampler(views, global_batch, cfg.dataset.repeats, seed=tc.seed)
     rng = torch.Generator().manual_seed(tc.seed + 1)  # noise, timesteps, prompts
+    prompt_ids = PromptIds(components.tokenizers)
 
     # 4. Optimizer over the word's vectors only; lr scaled as in the paper.
     oc = cfg.optimizer
@@ -177,16 +180,7 @@ def train(cfg: DictConfig, run_dir: Path) -> tuple[dict, dict]:
             latents, noise, timesteps = (
                 x[mine].to(accelerator.device) for x in (latents, noise, timesteps)
             )
-            input_ids = [
-                tok(
-                    prompts[mine],
-                    padding="max_length",
-                    max_length=tok.model_max_length,
-                    truncation=True,
-                    return_tensors="pt",
-                ).input_ids.to(accelerator.device)
-                for tok in components.tokenizers
-            ]
+            input_ids = [ids.to(accelerator.device) for ids in prompt_ids(prompts[mine])]
 
             # 6b. The LDM loss, with the target the scheduler's parameterisation asks for.
             with accelerator.autocast():
@@ -231,8 +225,18 @@ def train(cfg: DictConfig, run_dir: Path) -> tuple[dict, dict]:
         optimizer.step()
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        word.keep_inactive(active)
-        if not all(bool(torch.isfinite(v).all()) for v in word.vectors):
+        if active < word.num_vectors:
+            word.keep_inactive(active)
+        step += 1
+        # Non-finite vectors give a non-finite loss at the next step; before anything is logged
+        # or written they are checked outright (a host sync, so not at every step).
+        writes = (
+            step % tc.log_every == 0
+            or step in (tc.max_steps, tc.stall_steps)
+            or (cfg.validation.every and step % cfg.validation.every == 0)
+            or (tc.checkpoint_every and step % tc.checkpoint_every == 0)
+        )
+        if writes and not all(bool(torch.isfinite(v).all()) for v in word.vectors):
             log.warning(
                 "the word's vectors became non-finite at step %d: stopping; the last "
                 "checkpoint is kept (lower optimizer.lr)",
@@ -240,18 +244,17 @@ def train(cfg: DictConfig, run_dir: Path) -> tuple[dict, dict]:
             )
             status = "diverged"
             break
-        step += 1
 
         # 6e. Log, and say so when training goes wrong.
         step_times.append(time.perf_counter() - tick)
         if first_step_s is None:
             first_step_s = time.perf_counter() - started
         losses.append(step_loss)
-        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
         bar.update()
         if step % tc.log_every == 0 or step in (tc.max_steps, tc.stall_steps):
             stats = word.stats()  # reads the vectors back: only on log steps
             lr_now = lr_scheduler.get_last_lr()[0]
+            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_now:.2e}")
             accelerator.log({"loss": step_loss, "lr": lr_now, **stats}, step=step)
             log.info(
                 "step %d loss %.4f lr %.2e norm %.3f cosine-to-init %.3f",
@@ -322,8 +325,35 @@ def train(cfg: DictConfig, run_dir: Path) -> tuple[dict, dict]:
     }
     if accelerator.is_main_process:
         write_json(run_dir / "metrics.json", metrics)
-    tracking.finish(accelerator, metrics, files)
+    if not keep_tracking:
+        tracking.finish(accelerator, metrics, files)
     return metrics, objects
+
+
+class PromptIds:
+    """Token ids of prompts, each sentence tokenized once: a run draws the same few dozen
+    sentences thousands of times, and tokenizing them anew was a share of a small step."""
+
+    def __init__(self, tokenizers: list) -> None:
+        self.tokenizers = tokenizers
+        self.known: dict[str, list[torch.Tensor]] = {}
+
+    def __call__(self, prompts: list[str]) -> list[torch.Tensor]:
+        """One [len(prompts), max_length] id tensor per tokenizer."""
+        for prompt in prompts:
+            if prompt not in self.known:
+                self.known[prompt] = [
+                    tok(
+                        prompt,
+                        padding="max_length",
+                        max_length=tok.model_max_length,
+                        truncation=True,
+                        return_tensors="pt",
+                    ).input_ids[0]
+                    for tok in self.tokenizers
+                ]
+        rows = [self.known[p] for p in prompts]
+        return [torch.stack(column) for column in zip(*rows, strict=True)]
 
 
 def validate(

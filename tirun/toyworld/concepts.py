@@ -112,7 +112,7 @@ CONCEPTS: dict[str, Concept] = {
         name="held_out_object",
         kind="object",
         attributes=dict(HELD_OUT_OBJECT),
-        initializer="circle",
+        initializer="star",
         prompts=_OBJECT_PROMPTS,
         salt=1,
     ),
