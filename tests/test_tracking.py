@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -67,8 +68,20 @@ def test_a_wandb_run_logs_offline_into_the_run_folder(no_wandb_account, tiny_run
     assert list((media / "table").glob("final_metrics_*.table.json")), (
         "final metrics are logged as a table"
     )
-    log = next(runs[0].glob("run-*.wandb")).read_bytes()
+    log = _transaction_log(runs[0], until=b"learned_embeds.safetensors")
     assert b"embedding-" in log and b"learned_embeds.safetensors" in log, "the word is an artifact"
+
+
+def _transaction_log(run_folder: Path, until: bytes, timeout_s: float = 30.0) -> bytes:
+    """The offline run's `.wandb` log. W&B's service process writes it on its own schedule
+    after `finish()` returns (seen here: only the file header at first), so wait a bounded time
+    for ``until`` to land."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        log = next(run_folder.glob("run-*.wandb")).read_bytes()
+        if until in log or time.monotonic() > deadline:
+            return log
+        time.sleep(0.2)
 
 
 def test_tracker_none_writes_only_local_files(tiny_run):
