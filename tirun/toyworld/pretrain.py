@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline
 from diffusers.training_utils import EMAModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTokenizer
 
 from tirun.toyworld import oracle as oracle_lib
 from tirun.toyworld.arch import (
@@ -160,14 +160,8 @@ def stage_denoiser(out: Path, args: argparse.Namespace, log: Log) -> None:
     log(
         f"denoiser: cached {tuple(latents.shape)} latents, std {latents.std():.3f}; vocab {len(tokenizer)}"
     )
-    # 2. models: new, or (--continue) the weights a previous run saved, trained further
-    if args.continue_denoiser:
-        text_encoder = CLIPTextModel.from_pretrained(out / "model" / "text_encoder")
-        unet = UNet2DConditionModel.from_pretrained(out / "model" / "unet")
-        log(f"denoiser: continuing from {out / 'model'}")
-    else:
-        text_encoder, unet = build_text_encoder(tokenizer), build_unet()
-    scheduler = build_scheduler()
+    # 2. models
+    text_encoder, unet, scheduler = build_text_encoder(tokenizer), build_unet(), build_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     log(
         f"unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M, text encoder {sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f} M"
@@ -254,12 +248,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--ema-decay", type=float, default=0.999)
-    parser.add_argument(
-        "--continue",
-        dest="continue_denoiser",
-        action="store_true",
-        help="denoiser: start from the UNet and text encoder already under --out",
-    )
     parser.add_argument(
         "--denoiser-minutes", type=float, default=60.0, help="denoiser wall-clock cap"
     )
