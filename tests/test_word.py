@@ -54,6 +54,38 @@ def test_xformers_without_the_package_or_cuda_is_a_clear_error():
         build_random("tiny-sd1").set_attention("xformers")
 
 
+def test_sdpa_attention_matches_diffusers_processor_and_skips_the_per_call_inspection(
+    tiny_sd1, monkeypatch
+):
+    import inspect
+
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    unet = tiny_sd1.unet
+    size = unet.config.sample_size
+    latents = torch.randn(
+        2, unet.config.in_channels, size, size, generator=torch.Generator().manual_seed(0)
+    )
+    text = torch.randn(
+        2, 77, unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(1)
+    )
+    with torch.no_grad():
+        unet.set_attn_processor(AttnProcessor2_0())
+        reference = unet(latents, 10, text).sample
+        tiny_sd1.set_attention("sdpa")
+        calls = []
+        real = inspect._signature_from_function
+        monkeypatch.setattr(
+            inspect, "_signature_from_function", lambda *a, **k: calls.append(1) or real(*a, **k)
+        )
+        ours = unet(latents, 10, text).sample
+
+    assert torch.equal(ours, reference)
+    assert calls == [], "the processor's signature is built once, not at every attention call"
+    processor = next(iter(unet.attn_processors.values()))
+    assert inspect.signature(processor.__call__) == inspect.signature(AttnProcessor2_0().__call__)
+
+
 def test_an_unreachable_model_says_how_to_point_at_a_local_folder(monkeypatch):
     from tirun.models import load_pretrained
 

@@ -7,6 +7,7 @@ word gets one set of vectors per encoder.
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,20 @@ ASSETS = Path(__file__).parent / "assets"
 TOKENIZER_DIR = ASSETS / "tokenizer"
 PACKAGED_MODELS = {"toy": ASSETS / "toy" / "model"}
 ATTENTION = ("sdpa", "xformers", "eager")
+
+
+class SDPAProcessor(AttnProcessor2_0):
+    """diffusers' SDPA attention processor, with its call signature computed once.
+
+    `Attention.forward` runs `inspect.signature` on its processor at every call, to filter
+    keyword arguments: 14 calls and about 1.3 ms a step on the toy model, a twentieth of its
+    training step. The signature is the parent's, so the same arguments get through.
+    """
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        return super().__call__(*args, **kwargs)
+
+    __call__.__signature__ = inspect.signature(AttnProcessor2_0.__call__)
 
 
 @dataclass
@@ -73,7 +88,7 @@ class Components:
             self.unet.enable_xformers_memory_efficient_attention()
             self.vae.enable_xformers_memory_efficient_attention()
             return
-        processor = AttnProcessor2_0 if kind == "sdpa" else AttnProcessor
+        processor = SDPAProcessor if kind == "sdpa" else AttnProcessor
         self.unet.set_attn_processor(processor())
         self.vae.set_attn_processor(processor())
         for encoder in self.text_encoders:
