@@ -368,6 +368,34 @@ def test_bld_on_files_writes_grids_and_background_metrics(tmp_path):
     assert np.array_equal(final[kept], np.asarray(Image.open(image))[kept])  # the pixel blend
 
 
+def test_bld_only_masked_edits_an_upscaled_crop_and_leaves_the_rest_of_the_image(tmp_path):
+    image, mask = source_files(tmp_path)  # mask: rows 6..19, columns 2..15
+    source = bld.load_source(image, mask, 32)
+    window, box = bld.edit_window(source, padding=2)
+    assert box == (0, 4, 18, 22)  # the mask's box grown by 2, clipped, square
+    assert window.image.size == (32, 32) and window.mask.mean() > source.mask.mean()
+    assert bld.edit_window(source, None) == (source, (0, 0, 32, 32))
+    metrics = apply(
+        tmp_path,
+        "bld",
+        f"application.image={image}",
+        f"application.mask={mask}",
+        "application.crop_padding=2",
+        "application.pixel_blend=false",
+        "application.decoder_fix.steps=0",
+        "application.score.oracle=null",
+    )
+    assert metrics["applications"]["bld"]["edits"] == 1
+    final = np.asarray(Image.open(tmp_path / "run/samples/bld/word.png"))[:, 64:96]
+    outside = np.ones((32, 32), dtype=bool)
+    outside[4:22, 0:18] = False
+    assert np.array_equal(final[outside], np.asarray(Image.open(image))[outside])
+    assert not np.array_equal(final[~outside], np.asarray(Image.open(image))[~outside])
+    with pytest.raises(ValueError, match="crop_padding=-1 must be >= 0"):
+        apply(tmp_path, "bld", f"application.image={image}", f"application.mask={mask}",
+              "application.crop_padding=-1")  # fmt: skip
+
+
 def test_bld_on_toy_scenes_scores_the_concept_inside_the_mask(tmp_path, oracle_dir):
     metrics = apply(
         tmp_path,

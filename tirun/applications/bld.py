@@ -6,6 +6,10 @@ the latents outside the mask (resized to latent resolution, nearest) are replace
 noised to that step. The VAE cannot reproduce the background exactly, so the decoder can be
 fine-tuned per edit to keep it (the paper's background fix) and the final image blended with
 the source in pixel space.
+
+A small region can be edited "only masked" (diffusers' `padding_mask_crop`, AUTOMATIC1111's
+inpaint area): the edit runs on a crop around the mask, upscaled to the model's resolution, so
+the new object is drawn at the size the model draws objects, and the crop is pasted back.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
+from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 
 from tirun.applications.context import Context, Sampling, check_templates
@@ -259,6 +264,34 @@ class Options:
     dilations: list[int]
     pixel_blend: bool
     decoder_fix: dict
+    crop_padding: int | None
+
+
+def edit_window(source: Source, padding: int | None) -> tuple[Source, tuple[int, int, int, int]]:
+    """The part of `source` an edit runs on, at the source's size, and its box in the source.
+
+    With `padding` (pixels), a crop around the mask's bounding box grown by `padding` and widened
+    to a square (diffusers' own crop region), upscaled; without it, the whole source.
+    """
+    width, height = source.image.size
+    if padding is None:
+        return source, (0, 0, width, height)
+    box = VaeImageProcessor.get_crop_region(_mask_picture(source.mask), width, height, padding)
+    image = source.image.crop(box).resize((width, height), Image.Resampling.BICUBIC)
+    mask = Image.fromarray(source.mask).crop(box).resize((width, height), Image.Resampling.NEAREST)
+    return Source(image, np.asarray(mask), source.name), box
+
+
+def paste(edit: torch.Tensor, source: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """`source` [1, 3, H, W] with `box` replaced by `edit` [1, 3, H, W] resized to fit it."""
+    left, top, right, bottom = box
+    if (right - left, bottom - top) == tuple(source.shape[-1:-3:-1]):
+        return edit
+    out = source.clone()
+    out[..., top:bottom, left:right] = F.interpolate(
+        edit, size=(bottom - top, right - left), mode="bicubic", antialias=True
+    ).clamp(0, 1)
+    return out
 
 
 def edit_sources(
@@ -267,13 +300,16 @@ def edit_sources(
     """Edit every source `settings.samples` times; background scores before any pixel blend.
 
     Returns grids (`final`, `raw`: per source its image, its mask, the edits) and per-edit
-    background PSNR/MSE with the plain decoder and, when `fit`, with the fine-tuned one.
+    background PSNR/MSE with the plain decoder and, when `fit`, with the fine-tuned one. With
+    `options.crop_padding` the scores are those of the edited crop against the source's crop (the
+    rest of the image is the source's pixels, pasted).
     """
     fix = options.decoder_fix
     result = {"final": [], "raw": [], "psnr": [], "mse": [], "psnr_fix": [], "mse_fix": []}
-    for src in sources:
-        x = to_float(src.image)
-        pixel_mask = torch.tensor(src.mask)
+    for whole in sources:
+        src, box = edit_window(whole, options.crop_padding)
+        x, source = to_float(src.image), to_float(whole.image)
+        pixel_mask, source_mask = torch.tensor(src.mask), torch.tensor(whole.mask)
         latents, _ = blend(
             pipe, prompt, x, src.mask, samples=settings.samples, steps=settings.steps,
             guidance=settings.guidance, strength=options.strength, blend_start=options.blend_start,
@@ -295,11 +331,13 @@ def edit_sources(
                     out = decode(fixed, latents[j : j + 1].float()).cpu()
                 result["psnr_fix"].append(background_psnr(out[0], x[0], pixel_mask))
                 result["mse_fix"].append(background_mse(out[0], x[0], pixel_mask))
+            out = paste(out, source, box)
             if options.pixel_blend:
-                out = out * pixel_mask + x * ~pixel_mask
+                out = out * source_mask + source * ~source_mask
             finals += to_pil(out)
-        result["raw"].append([src.image, _mask_picture(src.mask), *to_pil(raw)])
-        result["final"].append([src.image, _mask_picture(src.mask), *finals])
+        pasted = torch.cat([paste(raw[j : j + 1], source, box) for j in range(len(raw))])
+        result["raw"].append([whole.image, _mask_picture(whole.mask), *to_pil(pasted)])
+        result["final"].append([whole.image, _mask_picture(whole.mask), *finals])
     return result
 
 
@@ -316,6 +354,7 @@ def run(
     blend_start: float,
     dilation: list[int],
     pixel_blend: bool,
+    crop_padding: int | None,
     decoder_fix: dict,
     sampling: dict,
 ) -> dict:
@@ -337,6 +376,8 @@ def run(
         blend_start: fraction of the steps run before blending begins.
         dilation: latent mask dilation kernels over equal segments of the steps (`[0]`: none).
         pixel_blend: paste the edit into the source through the pixel mask at the end.
+        crop_padding: edit only a square crop around the mask grown by this many pixels,
+            upscaled to the model's resolution, then pasted back (null: the whole image).
         decoder_fix: `steps` (0: off), `lr`, `background_weight` of the background fix.
         sampling: `application.sampling` (samples = edits per source).
     """
@@ -346,6 +387,8 @@ def run(
         raise ValueError(
             f"application.strength={strength} must be in (0, 1] and blend_start={blend_start} in [0, 1)"
         )
+    if crop_padding is not None and crop_padding < 0:
+        raise ValueError(f"application.crop_padding={crop_padding} must be >= 0 (null: no crop)")
     if ctx.components.is_sdxl:
         raise ValueError("bld runs on SD 1.x/2.x models (one text encoder); this model is SDXL")
     if image is not None:
@@ -356,7 +399,9 @@ def run(
         sources = [load_source(image, mask, ctx.components.resolution)]
     else:
         sources = toy_sources(scenes, objects, settings.seed, region)
-    options = Options(strength, blend_start, list(dilation), pixel_blend, dict(decoder_fix))
+    options = Options(
+        strength, blend_start, list(dilation), pixel_blend, dict(decoder_fix), crop_padding
+    )
     with ctx.pipeline("ddim", ctx.sources[:1]) as (pipe, tokens):
         word = edit_sources(pipe, prompt.format(tokens[0]), sources, settings, options, fit=True)
         base = edit_sources(
