@@ -2,7 +2,7 @@
 
     python -m experiments.applications [--out outputs/applications] [--threads 1] [--only bld ...] [OVERRIDES]
 
-Trains the purple-star object word (exp=variation), the purple-mosaic style word
+Trains the purple-star object word (exp=variation), the outlined-on-bricks style word
 (exp=style_transfer) and the inclusive "toy" (exp=bias); synthesis, composition and bld reuse
 the saved words (`embeddings=[...]`); three commands run side by side. Each command's `metrics.json` is read back and the figures
 go to experiments/results/applications.md:
@@ -146,6 +146,12 @@ def report(results: dict[str, tuple[dict, float, str]], threads: int) -> str:
                 f"{m.get('background_psnr_decoder_fix', float('nan')):.2f} dB / "
                 f"{m.get('background_mse_decoder_fix', float('nan')):.5f} (decoder fine-tuned per edit)."
             )
+            if m.get("crop_padding") is not None:
+                lines.append(
+                    f"Edited only masked: a square crop {m['crop_padding']} px around each mask, "
+                    "upscaled to 32 px; these scores compare the edited crop with the source's "
+                    "crop, and outside the crop the image is the source's pixels."
+                )
         if (
             name in metrics.get("applications", {})
             and "oracle" in metrics

@@ -8,8 +8,8 @@
    - reconstruction: "a photo of a S*" shows the purple star (shape and colour) — bar ≥ 80%;
    - editability: "a photo of a S* on <background>", 4 backgrounds × 16, shows the star *and*
      the background — bar ≥ 70%;
-   - style: "a <shape> in the style of S*", 4 shapes × 16, shows the style (purple
-     mosaic) *and* the named shape — bar ≥ 70%.
+   - style: "a <shape> in the style of S*", 4 shapes × 16, shows the style (outlined on
+     bricks) *and* the named shape — bar ≥ 70%.
 Writes experiments/results/toy_inversion.md.
 """
 

@@ -89,9 +89,7 @@ def main() -> None:
     styled = [
         {"shape": s, "colour": colours[(i + j) % len(colours)], "style": st}
         for (i, st), (j, s) in itertools.product(enumerate(STYLES), enumerate(named))
-    ]
-    styled = [a for a in styled if not is_held_out(Attributes(**a, background="white"))]
-    styled *= args.samples
+    ] * args.samples
     style_prompts = [
         f"a painting of a {a['colour']} {a['shape']} in the style of {a['style']}" for a in styled
     ]

@@ -206,12 +206,15 @@ def test_prompts_and_templates_are_checked(tmp_path):
         apply(tmp_path, "style", 'application.template="a painting in the style of {word}"')
 
 
-def test_composition_loads_two_words_and_refuses_clashing_tokens(tmp_path, oracle_dir):
+def test_composition_loads_two_words_and_refuses_clashing_tokens_and_concepts(tmp_path, oracle_dir):
     words = [save_word(tmp_path / "a", seed=1), save_word(tmp_path / "b", seed=2)]
     with pytest.raises(ValueError, match="clashes with"):
         apply(tmp_path, "composition", words=words)
     with pytest.raises(ValueError, match="needs two learned words"):
         apply(tmp_path, "composition", words=words[:1])
+    with pytest.raises(ValueError, match="disagree on shape: no sample can show both"):
+        apply(tmp_path, "composition", "application.concepts=[held_out_object,unnamed_shape]",
+              words=words)  # fmt: skip
     metrics = apply(
         tmp_path,
         "composition",

@@ -81,6 +81,18 @@ def test_images_round_trip_and_mask_crop_frames_the_region():
         mask_crop(image, np.zeros((32, 32), dtype=bool))
 
 
+def test_an_isolated_mask_crop_hides_a_neighbour_inside_the_frame():
+    image = Image.new("RGB", (32, 32), (0, 0, 255))
+    image.paste((255, 0, 0), (8, 8, 16, 16))
+    image.paste((0, 255, 0), (17, 8, 25, 16))  # the neighbour, one pixel to the right
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[8:16, 8:16] = True
+    seen = np.asarray(mask_crop(image, mask))
+    alone = np.asarray(mask_crop(image, mask, isolate=True))
+    assert (seen[..., 1] > 200).any() and not (alone[..., 1] > 200).any()
+    assert alone[16, 16].tolist() == [255, 0, 0]
+
+
 class FakeOracle:
     """Predicts fixed names, so match rates are known."""
 

@@ -411,19 +411,21 @@ def run(
     ctx.save_grid(word["raw"], "raw")
     ctx.save_grid(base["final"], "baseline")
 
-    # Concept inside the mask: the edited region cropped and framed like a single object.
+    # Concept inside the mask: the edited region alone, cropped and framed like a single object.
     labels = [s.name for s in sources]
     expected = [ctx.concept.attributes] * len(sources) if ctx.concept else None
     texts = [" ".join(prompt.replace("{}", " ").split())] * len(sources)
 
     def crops(rows: list[list[Image.Image]]) -> list[list[Image.Image]]:
         return [
-            [mask_crop(im, s.mask) for im in row[2:]] for row, s in zip(rows, sources, strict=True)
+            [mask_crop(im, s.mask, isolate=True) for im in row[2:]]
+            for row, s in zip(rows, sources, strict=True)
         ]
 
     metrics = {
         "sources": len(sources),
         "edits": len(word["psnr"]),
+        "crop_padding": crop_padding,
         "background_psnr": statistics.fmean(word["psnr"]),
         "background_mse": statistics.fmean(word["mse"]),
         **ctx.scores(crops(word["final"]), labels, expected, texts),

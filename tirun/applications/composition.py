@@ -47,10 +47,15 @@ def run(
         )
     expected = None
     if concepts:
+        first, second = (CONCEPTS[c].attributes for c in concepts)
+        clash = sorted(k for k in first.keys() & second.keys() if first[k] != second[k])
+        if clash:
+            raise ValueError(
+                f"application.concepts {concepts} disagree on {', '.join(clash)}: "
+                "no sample can show both; compose concepts that agree"
+            )
         ctx.toy = True
-        expected = [{**CONCEPTS[concepts[0]].attributes, **CONCEPTS[concepts[1]].attributes}] * len(
-            prompts
-        )
+        expected = [{**first, **second}] * len(prompts)
     texts = [" ".join(p.replace("{0}", " ").replace("{1}", " ").split()) for p in prompts]
     with ctx.pipeline(settings.scheduler, ctx.sources, tokens) as (pipe, names):
         rows = ctx.sample(pipe, [p.format(*names) for p in prompts], settings, "word")

@@ -28,7 +28,11 @@ def to_pil(x: torch.Tensor) -> list[Image.Image]:
 
 
 def mask_crop(
-    image: Image.Image, mask: np.ndarray, margin: float = 1.6, size: int = 32
+    image: Image.Image,
+    mask: np.ndarray,
+    margin: float = 1.6,
+    size: int = 32,
+    isolate: bool = False,
 ) -> Image.Image:
     """A square crop around the mask's bounding box, resized to ``size``: the edited object
     framed the way single-object classifiers saw objects.
@@ -38,10 +42,17 @@ def mask_crop(
         mask: H×W bool, True in the edited region.
         margin: the crop's side over the box's longer side.
         size: output side in pixels.
+        isolate: paint everything outside the mask in the mean colour of the image there, so a
+            neighbouring object inside the frame is not read as the region's content.
     """
     ys, xs = np.nonzero(mask)
     if len(ys) == 0:
         raise ValueError("the mask is empty: nothing to crop")
+    if isolate and not mask.all():
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+        fill = pixels[~mask].mean(axis=0)
+        pixels = np.where(mask[..., None], pixels, fill)
+        image = Image.fromarray(pixels.round().astype(np.uint8), "RGB")
     cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
     side = min(max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) * margin, *mask.shape)
     top = int(round(min(max(cy - side / 2, 0), mask.shape[0] - side)))

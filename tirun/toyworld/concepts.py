@@ -82,10 +82,10 @@ _DRAW = {
     "held_out_object": lambda i, rng: Attributes(
         **HELD_OUT_OBJECT, background=BACKGROUNDS[i % len(BACKGROUNDS)], style="filled"
     ),
-    # style: varying shapes and backgrounds in the held-out technique + palette
+    # style: varying shapes and colours in the held-out rendering + texture
     "held_out_style": lambda i, rng: Attributes(
         shape=SHAPES[i % (len(SHAPES) - 1)],
-        background=BACKGROUNDS[(i + 1) % len(BACKGROUNDS)],
+        colour=list(COLOURS)[(5 * i) % len(COLOURS)],
         **HELD_OUT_STYLE,
     ),
     "unnamed_shape": lambda i, rng: Attributes(
@@ -103,7 +103,7 @@ _OBJECT_PROMPTS: tuple[EvalPrompt, ...] = (
     ("a photo of a {} on grass", {"background": "grass"}),
     ("a photo of a {} on sand", {"background": "sand"}),
     ("a photo of a {} on white", {"background": "white"}),
-    ("a painting of a {} in the style of shadowed", {"style": "shadowed"}),
+    ("a painting of a {} in the style of mosaic", {"style": "mosaic"}),
     ("a painting of a {} in the style of outlined", {"style": "outlined"}),
 )
 
@@ -120,13 +120,22 @@ CONCEPTS: dict[str, Concept] = {
         name="held_out_style",
         kind="style",
         attributes=dict(HELD_OUT_STYLE),
-        initializer="mosaic",
+        initializer="filled",
         prompts=(
             ("a painting in the style of {}", {}),
-            ("a painting of a circle in the style of {}", {"shape": "circle"}),
-            ("a painting of a square in the style of {}", {"shape": "square"}),
-            ("a painting of a triangle in the style of {}", {"shape": "triangle"}),
-            ("a painting of a cross in the style of {}", {"shape": "cross"}),
+            ("a painting of a red circle in the style of {}", {"shape": "circle", "colour": "red"}),
+            (
+                "a painting of a blue square in the style of {}",
+                {"shape": "square", "colour": "blue"},
+            ),
+            (
+                "a painting of a yellow triangle in the style of {}",
+                {"shape": "triangle", "colour": "yellow"},
+            ),
+            (
+                "a painting of a green cross in the style of {}",
+                {"shape": "cross", "colour": "green"},
+            ),
         ),
         salt=2,
     ),
