@@ -83,6 +83,10 @@ def main() -> None:
     pred = oracle.predict(generate(pipe, prompts, args.seed, args.steps, args.guidance))
     main_acc = {k: accuracy(pred, combos, k) for k in ("shape", "colour", "background")}
     joint = sum(all(pred[k][i] == a[k] for k in a) for i, a in enumerate(combos)) / len(combos)
+    drawn_as = {
+        s: Counter(p for p, a in zip(pred["shape"], combos, strict=True) if a["shape"] == s)
+        for s in named
+    }
 
     # 2. styles, named with a shape and colour
     colours = list(COLOURS)
@@ -134,6 +138,18 @@ def main() -> None:
         f"| all three | {joint:.1%} | – |",
         "",
         f"Bar met: **{'yes' if passed else 'no'}**.",
+        "",
+        "Each named shape and what the oracle read (a retrain that misses the bar shows here "
+        "which word the model confuses):",
+        "",
+        "| named | right | read as |",
+        "|---|---:|---|",
+        *[
+            f"| {s} | {c[s] / c.total():.0%} | "
+            + ", ".join(f"{k} {v}" for k, v in c.most_common())
+            + " |"
+            for s, c in drawn_as.items()
+        ],
         "",
         f'## Styles: "a painting of a COLOUR SHAPE in the style of STYLE" ({len(styled)} samples)',
         "",
