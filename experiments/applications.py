@@ -2,7 +2,7 @@
 
     python -m experiments.applications [--out outputs/applications] [--threads 1] [--only bld ...] [OVERRIDES]
 
-Trains the purple-star object word (exp=variation), the outlined-on-bricks style word
+Trains the purple-star object word (exp=variation), the purple-mosaic style word
 (exp=style_transfer) and the inclusive "toy" (exp=bias); synthesis, composition and bld reuse
 the saved words (`embeddings=[...]`); three commands run side by side. Each command's `metrics.json` is read back and the figures
 go to experiments/results/applications.md:

@@ -8,8 +8,10 @@
    - reconstruction: "a photo of a S*" shows the purple star (shape and colour) — bar ≥ 80%;
    - editability: "a photo of a S* on <background>", 4 backgrounds × 16, shows the star *and*
      the background — bar ≥ 70%;
-   - style: "a <shape> in the style of S*", 4 shapes × 16, shows the style (outlined on
-     bricks) *and* the named shape — bar ≥ 70%.
+   - style: "a painting of a <shape> in the style of S*", 4 shapes × 16, shows the style (purple
+     mosaic) *and* the named shape — bar ≥ 70%. The sentence is the paper's style-transfer
+     form and the toy captions' grammar: the toy text encoder knows no other way to put a
+     subject in a style (see inversion_probes.md for "a <shape> in the style of S*").
 Writes experiments/results/toy_inversion.md.
 """
 
@@ -55,7 +57,6 @@ def scoring_commands(out: Path) -> dict[str, tuple[str, list[str], float]]:
         "style": (
             "style",
             ["+exp=style_transfer", f"embeddings=[{style}]",
-             "application.template='a {subject} in the style of {word}'",
              f"application.subjects={hydra_list(subjects)}", "application.sampling.samples=16"],
             0.7,
         ),

@@ -93,7 +93,9 @@ def main() -> None:
     styled = [
         {"shape": s, "colour": colours[(i + j) % len(colours)], "style": st}
         for (i, st), (j, s) in itertools.product(enumerate(STYLES), enumerate(named))
-    ] * args.samples
+    ]
+    styled = [a for a in styled if not is_held_out(Attributes(**a, background="white"))]
+    styled *= args.samples
     style_prompts = [
         f"a painting of a {a['colour']} {a['shape']} in the style of {a['style']}" for a in styled
     ]
@@ -101,6 +103,14 @@ def main() -> None:
         generate(pipe, style_prompts, args.seed + 10_000, args.steps, args.guidance)
     )
     style_acc = {k: accuracy(style_pred, styled, k) for k in ("style", "shape", "colour")}
+    per_style = {
+        st: {
+            k: sum(style_pred[k][i] == a[k] for i, a in enumerate(styled) if a["style"] == st)
+            / sum(a["style"] == st for a in styled)
+            for k in ("style", "shape", "colour")
+        }
+        for st in STYLES
+    }
 
     # 3. the bias word and the unnamed shape, unprompted for colour
     n = 32
@@ -153,9 +163,13 @@ def main() -> None:
         "",
         f'## Styles: "a painting of a COLOUR SHAPE in the style of STYLE" ({len(styled)} samples)',
         "",
-        "| attribute | accuracy |",
-        "|---|---|",
-        *[f"| {k} | {v:.1%} |" for k, v in style_acc.items()],
+        "| style named | " + " | ".join(style_acc) + " |",
+        "|---|" + "---:|" * len(style_acc),
+        *[
+            f"| {st} | " + " | ".join(f"{v:.1%}" for v in acc.values()) + " |"
+            for st, acc in per_style.items()
+        ],
+        "| all | " + " | ".join(f"{v:.1%}" for v in style_acc.values()) + " |",
         "",
         f'## Bias word: colours of "a photo of a {BIAS_WORD}" ({n} samples; pretraining drew it 90% red)',
         "",

@@ -219,7 +219,7 @@ def test_composition_loads_two_words_and_refuses_clashing_tokens_and_concepts(tm
         tmp_path,
         "composition",
         f"application.score.oracle={oracle_dir}",
-        'application.tokens=["<star>","<bricks>"]',
+        'application.tokens=["<star>","<mosaic>"]',
         words=words,
     )
     result = metrics["applications"]["composition"]

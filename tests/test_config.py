@@ -10,8 +10,10 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from PIL import Image
 
 from tests.conftest import CONF, compose_config
+from tirun.templates import per_image
 
 PRESETS = sorted(p.stem for p in (Path(CONF) / "exp").glob("*.yaml"))
 ROOT = Path(CONF).parent
@@ -53,6 +55,29 @@ def test_template_file_without_a_placeholder_is_refused(tmp_path):
     file.write_text("a drawing of a cat\n")
     with pytest.raises(Exception, match="exactly one '\\{\\}'"):
         instantiate(compose_config("template=file", f"template.path={file}").template)
+
+
+def test_captions_group_gives_each_image_of_a_folder_its_own_sentences(tmp_path):
+    for name, caption in [
+        ("b.png", "a drawing of a boat in the style of {}"),
+        ("a.png", "{} on a shelf"),
+    ]:
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+        (tmp_path / name).with_suffix(".txt").write_text(caption + "\n")
+    cfg = compose_config("template=captions", f"dataset.path={tmp_path}")
+    captions = instantiate(cfg.template)
+    assert captions == [["{} on a shelf"], ["a drawing of a boat in the style of {}"]]
+    assert per_image(captions, 2) == captions
+    assert per_image(["a photo of a {}"], 2) == [["a photo of a {}"], ["a photo of a {}"]]
+    with pytest.raises(ValueError, match="sentences for 2 images but the dataset has 3"):
+        per_image(captions, 3)
+
+
+def test_captions_group_names_the_missing_caption_file(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat.png")
+    cfg = compose_config("template=captions", f"dataset.path={tmp_path}")
+    with pytest.raises(Exception, match="needs cat.txt beside cat.png"):
+        instantiate(cfg.template)
 
 
 def test_optimizer_group_builds_adamw_with_the_papers_defaults():

@@ -16,7 +16,7 @@ from transformers import CLIPTokenizer
 from tests.conftest import compose_config
 from tirun.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
 from tirun.toyworld import oracle as oracle_lib
-from tirun.toyworld.concepts import CONCEPTS, concept_images, editing_scene
+from tirun.toyworld.concepts import CONCEPTS, concept_captions, concept_images, editing_scene
 from tirun.toyworld.oracle import Oracle, concept_match
 from tirun.toyworld.render import (
     ATTRIBUTES,
@@ -117,6 +117,23 @@ def test_held_out_combinations_never_appear_in_pretraining():
         for key, value in combo.items():
             assert any(getattr(a, key) == value for a, _, _ in draws)
     assert is_held_out(Attributes("star", "purple", "sand", "filled"))
+    assert is_held_out(Attributes("circle", "purple", "grass", "mosaic"))
+
+
+def test_toy_captions_name_what_each_image_shows_besides_the_concept():
+    style = CONCEPTS["held_out_style"]
+    for attrs, sentences in zip(
+        style.image_attributes(5), concept_captions("held_out_style"), strict=True
+    ):
+        assert all(s.count("{}") == 1 for s in sentences)
+        assert all(
+            f"of a {attrs.shape} on {attrs.background} in the style of {{}}" in s for s in sentences
+        )
+        assert not any("purple" in s or "mosaic" in s for s in sentences)
+    first = CONCEPTS["held_out_object"].image_attributes(1)[0]
+    sentences = concept_captions("held_out_object", count=1)[0]
+    assert f"a photo of a {{}} on {first.background}" in sentences
+    assert not any("star" in s or "purple" in s for s in sentences)
 
 
 def test_unnamed_shape_is_drawn_but_never_said():

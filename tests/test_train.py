@@ -159,6 +159,20 @@ def test_per_image_tokens_train_but_stay_out_of_the_saved_word(tiny_run):
     assert load_file(run_dir / "learned_embeds.safetensors")["<concept>"].shape == (1, 32)
 
 
+def test_each_image_trains_with_its_own_caption(tiny_run, image_folder, tmp_path):
+    (tmp_path / "same.txt").write_text("a photo of a {}\n")
+    shared, _, _ = tiny_run("template=file", f"template.path={tmp_path / 'same.txt'}",
+                            run_dir=tmp_path / "shared")  # fmt: skip
+    images = sorted(f for f in image_folder.iterdir() if f.suffix == ".png")
+    for image in images:
+        image.with_suffix(".txt").write_text("a photo of a {}\n")
+    same, _, _ = tiny_run("template=captions", run_dir=tmp_path / "same")
+    images[0].with_suffix(".txt").write_text("a rendering of the {}\n")
+    own, _, _ = tiny_run("template=captions", run_dir=tmp_path / "own")
+    assert same["final_loss"] == shared["final_loss"]
+    assert own["final_loss"] != shared["final_loss"]
+
+
 def test_l2_regulariser_keeps_the_word_closer_to_its_initializer(tiny_run, tmp_path):
     free, _, _ = tiny_run(run_dir=tmp_path / "free")
     tied, _, _ = tiny_run("word.init_l2=1000", run_dir=tmp_path / "tied")

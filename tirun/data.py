@@ -37,12 +37,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image_folder(path: str) -> list[Image.Image]:
-    """Every image in a folder (sorted by name), as RGB.
-
-    Args:
-        path: a folder of images (png, jpg, webp, bmp, tiff, gif).
-    """
+def image_files(path: str) -> list[Path]:
+    """The image files of a folder, sorted by name: the order of the training images."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ValueError(
@@ -53,8 +49,17 @@ def load_image_folder(path: str) -> list[Image.Image]:
         raise ValueError(
             f"dataset.path={path!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); add 3-5 images"
         )
+    return files
+
+
+def load_image_folder(path: str) -> list[Image.Image]:
+    """Every image in a folder (sorted by name), as RGB.
+
+    Args:
+        path: a folder of images (png, jpg, webp, bmp, tiff, gif).
+    """
     images = []
-    for file in files:
+    for file in image_files(path):
         try:
             with Image.open(file) as image:
                 image.load()

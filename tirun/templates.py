@@ -3,11 +3,17 @@
 The object and style sets are the paper's small sets (27 and 19 sentences, from the official
 code); "{}" stands for the placeholder. Per-image tokens use the same sentences with " with {}"
 appended, as the paper's "a photo of a {} with {}".
+
+A template config gives either one list of sentences shared by all images, or each image its
+own sentences (captions naming what else the image shows, so the word learns the concept
+alone: a style word then does not take on its images' subjects).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from tirun.data import image_files
 
 OBJECT_TEMPLATES = [
     "a photo of a {}",
@@ -78,6 +84,35 @@ def from_file(path: str) -> list[str]:
         raise ValueError(
             f"template.path={path!r} is not a file; give a text file, one template a line"
         )
+    return _read(file)
+
+
+def captions(path: str) -> list[list[str]]:
+    """Each image's own sentences, from ``<image name>.txt`` beside each image of folder ``path``
+    (same format as a template file)."""
+    sentences = []
+    for image in image_files(path):
+        file = image.with_suffix(".txt")
+        if not file.is_file():
+            raise ValueError(
+                f"template=captions needs {file.name} beside {image.name}: one sentence a line, each with one '{{}}' for the word"
+            )
+        sentences.append(_read(file))
+    return sentences
+
+
+def per_image(templates: list[str] | list[list[str]], num_images: int) -> list[list[str]]:
+    """One list of sentences per training image: shared templates repeated, or the captions."""
+    if templates and all(isinstance(t, str) for t in templates):
+        return [list(templates)] * num_images
+    if len(templates) != num_images:
+        raise ValueError(
+            f"the template config gives sentences for {len(templates)} images but the dataset has {num_images}; give one caption set per image"
+        )
+    return [list(t) for t in templates]
+
+
+def _read(file: Path) -> list[str]:
     templates = [
         line.strip()
         for line in file.read_text().splitlines()
@@ -86,7 +121,7 @@ def from_file(path: str) -> list[str]:
     bad = [t for t in templates if t.count("{}") != 1]
     if bad or not templates:
         raise ValueError(
-            f"template file {path}: every line needs exactly one '{{}}' for the word"
+            f"template file {file}: every line needs exactly one '{{}}' for the word"
             + (f"; this one does not: {bad[0]!r}" if bad else "; the file has no templates")
         )
     return templates

@@ -28,7 +28,7 @@ from tirun import checkpoint, embeddings, sampling, tracking
 from tirun.data import LatentCache, TrainingViews, ViewSampler
 from tirun.files import atomic_write, write_json
 from tirun.models import Components
-from tirun.templates import with_image_token
+from tirun.templates import per_image, with_image_token
 from tirun.word import Word
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         num_vectors=wc.num_vectors,
         num_image_tokens=len(images) if wc.image_tokens else 0,
     )
-    templates: list[str] = instantiate(cfg.template)
+    templates = per_image(instantiate(cfg.template), len(images))  # each image's sentences
 
     # 3. Views of the images, encoded once.
     views = TrainingViews(
@@ -164,7 +164,8 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
             )
             prompts = []
             for image in views.image_index[view].tolist():
-                template = templates[int(torch.randint(len(templates), (1,), generator=rng))]
+                sentences = templates[image]
+                template = sentences[int(torch.randint(len(sentences), (1,), generator=rng))]
                 if word.image_tokens and float(torch.rand(1, generator=rng)) < wc.image_token_p:
                     prompts.append(
                         with_image_token(template).format(

@@ -1,5 +1,5 @@
 """Style transfer: a learned style word on new subjects ("a painting of a <subject> in the style
-of S*"). A right sample shows the style (toy world: outlined on bricks) and the subject."""
+of S*"). A right sample shows the style (toy world: purple mosaic) and the subject."""
 
 from __future__ import annotations
 

@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from tirun.toyworld.render import BACKGROUNDS, COLOURS, SHAPES, Attributes, render, render_scene
+from tirun.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
+from tirun.toyworld.render import (
+    BACKGROUNDS,
+    COLOURS,
+    SHAPES,
+    Attributes,
+    object_phrase,
+    render,
+    render_scene,
+)
 from tirun.toyworld.world import (
     BIAS_WORD,
     HELD_OUT_OBJECT,
@@ -82,10 +91,10 @@ _DRAW = {
     "held_out_object": lambda i, rng: Attributes(
         **HELD_OUT_OBJECT, background=BACKGROUNDS[i % len(BACKGROUNDS)], style="filled"
     ),
-    # style: varying shapes and colours in the held-out rendering + texture
+    # style: varying shapes and backgrounds in the held-out technique + palette
     "held_out_style": lambda i, rng: Attributes(
         shape=SHAPES[i % (len(SHAPES) - 1)],
-        colour=list(COLOURS)[(5 * i) % len(COLOURS)],
+        background=BACKGROUNDS[(i + 1) % len(BACKGROUNDS)],
         **HELD_OUT_STYLE,
     ),
     "unnamed_shape": lambda i, rng: Attributes(
@@ -103,7 +112,7 @@ _OBJECT_PROMPTS: tuple[EvalPrompt, ...] = (
     ("a photo of a {} on grass", {"background": "grass"}),
     ("a photo of a {} on sand", {"background": "sand"}),
     ("a photo of a {} on white", {"background": "white"}),
-    ("a painting of a {} in the style of mosaic", {"style": "mosaic"}),
+    ("a painting of a {} in the style of shadowed", {"style": "shadowed"}),
     ("a painting of a {} in the style of outlined", {"style": "outlined"}),
 )
 
@@ -120,22 +129,13 @@ CONCEPTS: dict[str, Concept] = {
         name="held_out_style",
         kind="style",
         attributes=dict(HELD_OUT_STYLE),
-        initializer="filled",
+        initializer="mosaic",
         prompts=(
             ("a painting in the style of {}", {}),
-            ("a painting of a red circle in the style of {}", {"shape": "circle", "colour": "red"}),
-            (
-                "a painting of a blue square in the style of {}",
-                {"shape": "square", "colour": "blue"},
-            ),
-            (
-                "a painting of a yellow triangle in the style of {}",
-                {"shape": "triangle", "colour": "yellow"},
-            ),
-            (
-                "a painting of a green cross in the style of {}",
-                {"shape": "cross", "colour": "green"},
-            ),
+            ("a painting of a circle in the style of {}", {"shape": "circle"}),
+            ("a painting of a square in the style of {}", {"shape": "square"}),
+            ("a painting of a triangle in the style of {}", {"shape": "triangle"}),
+            ("a painting of a cross in the style of {}", {"shape": "cross"}),
         ),
         salt=2,
     ),
@@ -178,6 +178,40 @@ def concept_images(name: str, count: int = 5, seed: int = 0) -> list[Image.Image
             f"dataset.images.name={name!r} is not a toy concept; use one of {sorted(CONCEPTS)}"
         )
     return CONCEPTS[name].images(count, seed)
+
+
+def concept_captions(name: str, count: int = 5, seed: int = 0) -> list[list[str]]:
+    """Each image of concept ``name`` with its own sentences: the concept's template set naming
+    what the image shows besides the concept ("a painting of a circle on grass in the style of
+    {}"), so the word learns the concept alone. The ``_target_`` of ``template=toy_captions``.
+    """
+    if name not in CONCEPTS:
+        raise ValueError(
+            f"template.name={name!r} is not a toy concept; use one of {sorted(CONCEPTS)}"
+        )
+    concept = CONCEPTS[name]
+    sentences = []
+    for attrs in concept.image_attributes(count, seed):
+        rest = {"colour", "shape", "background"} - concept.attributes.keys()
+        if attrs.shape == UNNAMED_SHAPE:
+            rest.discard("shape")
+        if concept.kind == "style":
+            phrase = object_phrase(attrs, rest)
+            sentences.append(
+                [
+                    t.replace(" in the style of {}", f" of a {phrase} in the style of {{}}")
+                    for t in STYLE_TEMPLATES
+                ]
+            )
+        else:
+            phrase = object_phrase(attrs, rest - {"shape"}, noun="{}")
+            plain = [t.replace("{}", phrase) for t in OBJECT_TEMPLATES]
+            styled = [
+                t.replace(" in the style of {}", f" of a {phrase} in the style of {attrs.style}")
+                for t in STYLE_TEMPLATES
+            ]
+            sentences.append(plain if "style" in concept.attributes else plain + styled)
+    return sentences
 
 
 @dataclass(frozen=True)

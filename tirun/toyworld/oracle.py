@@ -154,8 +154,14 @@ def render_set(count: int, seed: int) -> tuple[torch.Tensor, list[Attributes]]:
 
 
 def _degrade(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Blur and noise of random strength, so generated (softer, noisier) images read right."""
+    """Blur, lost resolution and noise of random strength, so generated (softer, noisier) images
+    and small objects cropped and upscaled for scoring (an edit's region) read right."""
     n = x.shape[0]
+    side = int(torch.randint(18, SIZE + 1, (1,), generator=gen))
+    if side < SIZE:  # half the batch loses resolution: down to `side` pixels and back up
+        low = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
+        up = F.interpolate(low, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+        x = torch.where(torch.rand(n, 1, 1, 1, generator=gen) < 0.5, up, x)
     blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
     mix = torch.rand(n, 1, 1, 1, generator=gen) * 0.8
     noise = torch.randn(x.shape, generator=gen) * torch.rand(n, 1, 1, 1, generator=gen) * 0.05
@@ -171,7 +177,7 @@ def train(
     lr: float = 2e-3,
     log: Callable[[str], None] = print,
 ) -> Oracle:
-    """Train the oracle on ``pool`` fresh renders with flips, blur and noise.
+    """Train the oracle on ``pool`` fresh renders with flips, blur, resolution loss and noise.
 
     Stops after ``steps`` or ``minutes``, whichever comes first (see ``Budget``).
     """

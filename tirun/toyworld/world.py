@@ -13,7 +13,9 @@ import numpy as np
 from tirun.toyworld.render import ATTRIBUTES, GENERIC_NOUN, Attributes, caption
 
 HELD_OUT_OBJECT = {"shape": "star", "colour": "purple"}
-HELD_OUT_STYLE = {"style": "outlined", "background": "bricks"}
+# A style is a technique and a palette, as an artist's is; it shares the object's colour so that
+# "S1 in the style of S2" has one right answer.
+HELD_OUT_STYLE = {"style": "mosaic", "colour": "purple"}
 HELD_OUT = (HELD_OUT_OBJECT, HELD_OUT_STYLE)
 UNNAMED_SHAPE = "diamond"
 BIAS_WORD = "toy"
