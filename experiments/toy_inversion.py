@@ -3,7 +3,8 @@
     python -m experiments.toy_inversion [--out outputs/toy_inversion] [--threads 2]
 
 1. `python -m tirun +exp=object` and `python -m tirun +exp=style`, as a user types them (their
-   wall time is the "≤ 10 minutes on 2 cores" figure), one after the other.
+   wall time is the "≤ 10 minutes on 2 cores" figure), one after the other; then the research
+   figure, the never-named diamond learned from "square" (no bar).
 2. The saved words, scored on 64 samples each (same seeds for the initializer word):
    - reconstruction: "a photo of a S*" shows the purple star (shape and colour) — bar ≥ 80%;
    - editability: "a photo of a S* on <background>", 4 backgrounds × 16, shows the star *and*
@@ -73,6 +74,14 @@ def run(name: str, overrides: list[str], out: Path, threads: int) -> tuple[dict,
     return metrics, seconds, command
 
 
+# The two presets, and the research figure: the diamond, drawn in pretraining but never named
+PRESETS = {
+    "object": ["+exp=object"],
+    "style": ["+exp=style"],
+    "unnamed": ["+exp=object", "dataset=toy_unnamed", "word.initializer=square"],
+}
+
+
 def report(trained: dict, scored: dict, threads: int) -> str:
     lines = [
         "# Textual Inversion on the toy world",
@@ -99,6 +108,9 @@ def report(trained: dict, scored: dict, threads: int) -> str:
             f"| {pct(oracle.get('concept_match'))} | {pct(oracle.get('initializer_concept_match'))} |"
         )
     lines += [
+        "",
+        "The third command is the research figure (no bar): the diamond, drawn in pretraining "
+        "but never named in a caption, learned from another shape's word.",
         "",
         "## Scores of the saved words (64 samples each)",
         "",
@@ -133,8 +145,8 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out.resolve()
     trained = {
-        name: run(name, [f"+exp={name}", *args.overrides], out, args.threads)
-        for name in ("object", "style")
+        name: run(name, [*preset, *args.overrides], out, args.threads)
+        for name, preset in PRESETS.items()
     }
     scored = {
         name: (app, bar, run(name, overrides, out, args.threads))
