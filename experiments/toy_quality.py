@@ -103,14 +103,11 @@ def main() -> None:
         generate(pipe, style_prompts, args.seed + 10_000, args.steps, args.guidance)
     )
     style_acc = {k: accuracy(style_pred, styled, k) for k in ("style", "shape", "colour")}
-    per_style = {
-        st: {
-            k: sum(style_pred[k][i] == a[k] for i, a in enumerate(styled) if a["style"] == st)
-            / sum(a["style"] == st for a in styled)
-            for k in ("style", "shape", "colour")
-        }
-        for st in STYLES
-    }
+    per_style = {}
+    for st in STYLES:
+        rows = [i for i, a in enumerate(styled) if a["style"] == st]
+        pred_st = {k: [v[i] for i in rows] for k, v in style_pred.items()}
+        per_style[st] = {k: accuracy(pred_st, [styled[i] for i in rows], k) for k in style_acc}
 
     # 3. the bias word and the unnamed shape, unprompted for colour
     n = 32

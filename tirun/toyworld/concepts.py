@@ -19,6 +19,7 @@ from tirun.toyworld.render import (
     COLOURS,
     SHAPES,
     Attributes,
+    in_style,
     object_phrase,
     render,
     render_scene,
@@ -165,6 +166,12 @@ CONCEPTS: dict[str, Concept] = {
 }
 
 
+def _concept(name: str, key: str) -> Concept:
+    if name not in CONCEPTS:
+        raise ValueError(f"{key}={name!r} is not a toy concept; use one of {sorted(CONCEPTS)}")
+    return CONCEPTS[name]
+
+
 def concept_images(name: str, count: int = 5, seed: int = 0) -> list[Image.Image]:
     """The images of concept ``name``: the Hydra ``_target_`` of the toy dataset configs.
 
@@ -173,11 +180,7 @@ def concept_images(name: str, count: int = 5, seed: int = 0) -> list[Image.Image
         count: how many renders.
         seed: which jitter.
     """
-    if name not in CONCEPTS:
-        raise ValueError(
-            f"dataset.images.name={name!r} is not a toy concept; use one of {sorted(CONCEPTS)}"
-        )
-    return CONCEPTS[name].images(count, seed)
+    return _concept(name, "dataset.images.name").images(count, seed)
 
 
 def concept_captions(name: str, count: int = 5, seed: int = 0) -> list[list[str]]:
@@ -185,32 +188,20 @@ def concept_captions(name: str, count: int = 5, seed: int = 0) -> list[list[str]
     what the image shows besides the concept ("a painting of a circle on grass in the style of
     {}"), so the word learns the concept alone. The ``_target_`` of ``template=toy_captions``.
     """
-    if name not in CONCEPTS:
-        raise ValueError(
-            f"template.name={name!r} is not a toy concept; use one of {sorted(CONCEPTS)}"
-        )
-    concept = CONCEPTS[name]
+    concept = _concept(name, "template.name")
+    besides = {"colour", "shape", "background"} - concept.attributes.keys()
     sentences = []
     for attrs in concept.image_attributes(count, seed):
-        rest = {"colour", "shape", "background"} - concept.attributes.keys()
-        if attrs.shape == UNNAMED_SHAPE:
-            rest.discard("shape")
+        rest = besides - {"shape"} if attrs.shape == UNNAMED_SHAPE else besides
         if concept.kind == "style":
             phrase = object_phrase(attrs, rest)
-            sentences.append(
-                [
-                    t.replace(" in the style of {}", f" of a {phrase} in the style of {{}}")
-                    for t in STYLE_TEMPLATES
-                ]
-            )
-        else:
-            phrase = object_phrase(attrs, rest - {"shape"}, noun="{}")
-            plain = [t.replace("{}", phrase) for t in OBJECT_TEMPLATES]
-            styled = [
-                t.replace(" in the style of {}", f" of a {phrase} in the style of {attrs.style}")
-                for t in STYLE_TEMPLATES
-            ]
-            sentences.append(plain if "style" in concept.attributes else plain + styled)
+            sentences.append([in_style(t, phrase, "{}") for t in STYLE_TEMPLATES])
+            continue
+        phrase = object_phrase(attrs, rest - {"shape"}, noun="{}")
+        plain = [t.replace("{}", phrase) for t in OBJECT_TEMPLATES]
+        if "style" not in concept.attributes:
+            plain += [in_style(t, phrase, attrs.style) for t in STYLE_TEMPLATES]
+        sentences.append(plain)
     return sentences
 
 

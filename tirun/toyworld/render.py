@@ -225,6 +225,13 @@ def object_phrase(attrs: Attributes, named: set[str], noun: str | None = None) -
     return " ".join(words)
 
 
+def in_style(frame: str, phrase: str, style: str) -> str:
+    """A style sentence with a subject: ("a painting in the style of {}", "red star", "mosaic")
+    -> "a painting of a red star in the style of mosaic", the only way captions put a subject
+    in a style (``style="{}"`` leaves the word's slot open)."""
+    return frame.replace(" in the style of {}", f" of a {phrase} in the style of {style}")
+
+
 def caption(
     attrs: Attributes,
     rng: np.random.Generator,
@@ -250,4 +257,4 @@ def caption(
     frame = str(rng.choice(STYLE_TEMPLATES))
     if rng.random() < 0.2:  # the style alone, as TI's style sentences say it
         return frame.format(attrs.style)
-    return frame.replace(" in the style of {}", f" of a {phrase} in the style of {attrs.style}")
+    return in_style(frame, phrase, attrs.style)
