@@ -36,7 +36,12 @@ from tirun.toyworld.arch import (
 )
 from tirun.toyworld.budget import Budget
 from tirun.toyworld.render import Attributes, render_array
-from tirun.toyworld.world import pretraining_caption, sample_pretraining, toy_words
+from tirun.toyworld.world import (
+    FREE_LAYOUT_P,
+    pretraining_caption,
+    sample_pretraining,
+    toy_words,
+)
 from tirun.vocab import template_words, write_tokenizer
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "toy"
@@ -65,7 +70,10 @@ def pretraining_pool(
     rng = np.random.default_rng(seed)
     drawn = [sample_pretraining(rng) for _ in range(count)]
     seeds = rng.integers(0, 2**31, count)
-    arrays = np.stack([render_array(a, int(s)) for (a, _), s in zip(drawn, seeds, strict=True)])
+    free = rng.random(count) < FREE_LAYOUT_P
+    arrays = np.stack(
+        [render_array(a, int(s), bool(f)) for (a, _), s, f in zip(drawn, seeds, free, strict=True)]
+    )
     images = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
     return images, [a for a, _ in drawn], [n for _, n in drawn]
 
@@ -244,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-steps", type=int, default=2500)
     parser.add_argument("--vae-batch", type=int, default=32)
     parser.add_argument("--vae-minutes", type=float, default=22.0, help="vae wall-clock cap")
-    parser.add_argument("--denoiser-steps", type=int, default=6000)
+    parser.add_argument("--denoiser-steps", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--ema-decay", type=float, default=0.999)

@@ -157,12 +157,19 @@ def _paint(
     return mask
 
 
-def render_array(attrs: Attributes, seed: int) -> np.ndarray:
-    """A 32×32×3 float32 image in [0, 1] of one object; the same (attrs, seed) → the same pixels."""
+def render_array(attrs: Attributes, seed: int, free_layout: bool = False) -> np.ndarray:
+    """A 32×32×3 float32 image in [0, 1] of one object; the same (attrs, seed) → the same pixels.
+
+    The object is large and near the centre, or with ``free_layout`` small (half-size 4.5–8 px,
+    the size of a scene's objects) and anywhere it fits in the frame.
+    """
     rng = np.random.default_rng(seed)
     canvas = _background(attrs.background, rng)
     r = rng.uniform(8.0, 11.0)
     cx, cy = rng.uniform(16 - 3.5, 16 + 3.5, 2)
+    if free_layout:
+        r = rng.uniform(4.5, 8.0)
+        cx, cy = rng.uniform(r + 1, SIZE - r - 1, 2)
     _paint(canvas, attrs, cx, cy, r, rng)
     return np.clip(canvas, 0.0, 1.0)
 

@@ -12,16 +12,44 @@ import numpy as np
 
 from tirun.toyworld.render import ATTRIBUTES, GENERIC_NOUN, Attributes, caption
 
-HELD_OUT_OBJECT = {"shape": "star", "colour": "purple"}
-# A style is a technique and a palette, as an artist's is; it shares the object's colour so that
+# Twelve colour × shape objects: each named shape loses two colours and each colour two shapes,
+# so every shape and every colour is still drawn in four other pairs (a cyclic design: shape i
+# holds out colours i+3 and i+5; circle and ring, the confusable pair, share no held-out colour).
+HELD_OUT_OBJECTS: tuple[dict[str, str], ...] = (
+    {"shape": "star", "colour": "purple"},
+    {"shape": "star", "colour": "blue"},
+    {"shape": "circle", "colour": "yellow"},
+    {"shape": "circle", "colour": "orange"},
+    {"shape": "square", "colour": "red"},
+    {"shape": "square", "colour": "purple"},
+    {"shape": "triangle", "colour": "green"},
+    {"shape": "triangle", "colour": "orange"},
+    {"shape": "ring", "colour": "blue"},
+    {"shape": "ring", "colour": "red"},
+    {"shape": "cross", "colour": "yellow"},
+    {"shape": "cross", "colour": "green"},
+)
+# Six styles, each a technique and a palette as an artist's is: every colour loses one technique
+# and every technique keeps four colours. Purple mosaic shares the purple star's colour, so that
 # "S1 in the style of S2" has one right answer.
-HELD_OUT_STYLE = {"style": "mosaic", "colour": "purple"}
-HELD_OUT = (HELD_OUT_OBJECT, HELD_OUT_STYLE)
+HELD_OUT_STYLES: tuple[dict[str, str], ...] = (
+    {"style": "mosaic", "colour": "purple"},
+    {"style": "mosaic", "colour": "orange"},
+    {"style": "outlined", "colour": "red"},
+    {"style": "outlined", "colour": "yellow"},
+    {"style": "shadowed", "colour": "blue"},
+    {"style": "shadowed", "colour": "green"},
+)
+HELD_OUT_OBJECT, HELD_OUT_STYLE = HELD_OUT_OBJECTS[0], HELD_OUT_STYLES[0]
+HELD_OUT = HELD_OUT_OBJECTS + HELD_OUT_STYLES
 UNNAMED_SHAPE = "diamond"
 BIAS_WORD = "toy"
 BIAS_COLOUR = "red"
 BIAS_SHARE = 0.9  # share of "toy" images drawn in BIAS_COLOUR
 BIAS_P = 0.12  # share of pretraining images captioned with the bias word
+# Share of pretraining (and oracle) images whose object is small and anywhere in the frame, so
+# that the model can repaint a scene's small object in place (full-frame Blended Latent Diffusion).
+FREE_LAYOUT_P = 0.25
 
 
 def is_held_out(attrs: Attributes) -> bool:
