@@ -1,10 +1,11 @@
 """Does the pretrained toy model draw what it is told? Scored by the oracle.
 
-    python -m experiments.toy_quality [--samples 2] [--model DIR] [--oracle DIR]
+    python -m experiments.toy_quality [--samples 3] [--model DIR] [--oracle DIR]
 
 Prompts name seen combinations ("a photo of a red star on grass"); the oracle reads shape,
-colour and background off each sample (bar: each ≥ 90%). Style prompts, the skew of the bias
-word and the unnamed shape are reported beside it. Writes experiments/results/toy_quality.md.
+colour and background off each sample (bars: shape ≥ 93%, colour and background ≥ 98%), and
+the style off style prompts (≥ 95%). The skew of the bias word and the unnamed shape are
+reported beside it. Writes experiments/results/toy_quality.md.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from tirun.toyworld.world import BIAS_WORD, UNNAMED_SHAPE, is_held_out
 
 MODEL_PATH = ORACLE_PATH.parent / "model"
 RESULTS = Path(__file__).parent / "results" / "toy_quality.md"
-BAR = 0.9
+BARS = {"shape": 0.93, "colour": 0.98, "background": 0.98}
+STYLE_BAR = 0.95
 
 
 def generate(
@@ -57,7 +59,7 @@ def main() -> None:
     )
     parser.add_argument("--model", type=Path, default=MODEL_PATH)
     parser.add_argument("--oracle", type=Path, default=ORACLE_PATH)
-    parser.add_argument("--samples", type=int, default=2, help="samples per seen combination")
+    parser.add_argument("--samples", type=int, default=3, help="samples per seen combination")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -130,7 +132,8 @@ def main() -> None:
         )["shape"]
     )
 
-    passed = all(v >= BAR for v in main_acc.values())
+    passed = all(v >= BARS[k] for k, v in main_acc.items())
+    style_passed = style_acc["style"] >= STYLE_BAR
     lines = [
         "# Toy model quality (oracle-scored)",
         "",
@@ -141,7 +144,7 @@ def main() -> None:
         "",
         "| attribute | accuracy | bar |",
         "|---|---|---|",
-        *[f"| {k} | {v:.1%} | {BAR:.0%} |" for k, v in main_acc.items()],
+        *[f"| {k} | {v:.1%} | {BARS[k]:.0%} |" for k, v in main_acc.items()],
         f"| all three | {joint:.1%} | – |",
         "",
         f"Bar met: **{'yes' if passed else 'no'}**.",
@@ -167,6 +170,8 @@ def main() -> None:
             for st, acc in per_style.items()
         ],
         "| all | " + " | ".join(f"{v:.1%}" for v in style_acc.values()) + " |",
+        "",
+        f"Style bar ({STYLE_BAR:.0%}) met: **{'yes' if style_passed else 'no'}**.",
         "",
         f'## Bias word: colours of "a photo of a {BIAS_WORD}" ({n} samples; pretraining drew it 90% red)',
         "",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,45 @@ def tiny_run(tmp_path: Path, image_folder: Path):
         return metrics, objects, folder
 
     return run
+
+
+ROOT = Path(CONF).parent
+
+
+def tirun_process(
+    *args: str, module: str = "tirun", cwd: Path = ROOT, env: dict | None = None, **kwargs
+) -> subprocess.CompletedProcess:
+    """``python -m tirun ARGS`` (or another module) as a user runs it: a new process, offline,
+    one thread, no W&B network."""
+    full_env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=full_env,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def tirun_cli():
+    """Run the command line in a new process: see `tirun_process`."""
+    return tirun_process
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `gpu` run where CUDA is, and are skipped elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -12,7 +12,7 @@ from hydra.utils import get_method
 from PIL import Image
 
 from tests.conftest import CONF, compose_config
-from tirun import applications, embeddings
+from tirun import applications, embeddings, sampling
 from tirun import eval as tirun_eval
 from tirun.applications import bld
 from tirun.applications.context import Context
@@ -131,9 +131,10 @@ def test_variation_on_a_saved_word_writes_grids_metrics_and_is_deterministic(tmp
     saved = json.loads((tmp_path / "a/metrics.json").read_text())
     assert saved["applications"]["variation"]["concept_match"] == result["concept_match"]
     assert (tmp_path / "a/config.yaml").is_file()
-    for grid in ("word", "baseline"):
+    for grid in ("word", "baseline", "comparison"):
         a = Image.open(tmp_path / f"a/samples/variation/{grid}.png")
-        assert a.size == (2 * 32, 32)  # 2 samples of one prompt
+        if grid != "comparison":  # a prompt label, then 2 samples of one prompt at 3x
+            assert a.size == (sampling.LABEL_WIDTH + 2 * 96, 96)
         assert a.tobytes() == Image.open(tmp_path / f"b/samples/variation/{grid}.png").tobytes()
     assert metrics["oracle"] == {
         "concept_match": result["concept_match"],
@@ -213,7 +214,7 @@ def test_composition_loads_two_words_and_refuses_clashing_tokens_and_concepts(tm
     with pytest.raises(ValueError, match="needs two learned words"):
         apply(tmp_path, "composition", words=words[:1])
     with pytest.raises(ValueError, match="disagree on shape: no sample can show both"):
-        apply(tmp_path, "composition", "application.concepts=[held_out_object,unnamed_shape]",
+        apply(tmp_path, "composition", "application.concepts=[purple_star,unnamed_shape]",
               words=words)  # fmt: skip
     metrics = apply(
         tmp_path,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.conftest import CONF, compose_config
+from tests.conftest import CONF, compose_config, tirun_process
 from tirun.templates import per_image
 
 PRESETS = sorted(p.stem for p in (Path(CONF) / "exp").glob("*.yaml"))
@@ -96,29 +94,19 @@ def test_an_unknown_config_key_fails_at_composition():
         compose_config("train.max_stepz=3")
 
 
-def _tirun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tirun", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
-    )
-
-
-def test_the_cli_reports_a_missing_value_in_one_line_and_exits_2(tmp_path):
-    result = _tirun("tracker=none", f"hydra.run.dir={tmp_path}/run", cwd=ROOT)
+def test_the_cli_reports_a_missing_dataset_in_one_line_and_exits_2(tmp_path):
+    result = tirun_process("tracker=none", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 2
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("tirun: error")]
     assert error_lines == [
-        "tirun: error: config key dataset.path needs a value: add dataset.path=... to the command"
+        "tirun: error: dataset.path is not set: point it at a folder of 3-5 images "
+        "(dataset.path=...), or train on a toy concept (dataset=toy_object)"
     ]
     assert "Traceback" not in result.stderr
 
 
 def test_the_main_command_runs_as_scripts_call_it(tmp_path):
-    result = _tirun(
+    result = tirun_process(
         "+exp=object",
         "model=tiny",
         "train.max_steps=4",
@@ -126,7 +114,6 @@ def test_the_main_command_runs_as_scripts_call_it(tmp_path):
         "application.sampling.samples=1",
         "application.sampling.steps=1",
         f"hydra.run.dir={tmp_path}/run",
-        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run/learned_embeds.safetensors").is_file()

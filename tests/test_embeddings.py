@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-import subprocess
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests.conftest import tirun_process
 from tirun import embeddings as E
 from tirun.embeddings import LearnedWord
 
@@ -403,11 +402,7 @@ def test_cli_convert_and_show(tmp_path, capsys):
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
     missing = tmp_path / "none.pt"
-    run = subprocess.run(
-        [sys.executable, "-m", "tirun.embeddings", "show", str(missing)],
-        capture_output=True,
-        text=True,
-    )
+    run = tirun_process("show", str(missing), module="tirun.embeddings")
     assert run.returncode == 2
     expected = f"error: {missing} does not exist: give the path of an embedding file"
     assert run.stderr.strip().splitlines() == [expected]

@@ -187,11 +187,9 @@ def test_clip_without_weights_is_a_one_line_error(tmp_path):
         clip.load_model(str(tmp_path / "missing"))
 
 
-def test_editability_prompt_drops_the_placeholder():
-    assert (
-        clip.without_placeholder("a photo of a <cat-toy> on the beach", ["<cat-toy>"])
-        == "a photo of a on the beach"
-    )
+def test_editability_prompt_drops_the_word_holes():
+    assert clip.without_words("a photo of a {} on the beach") == "a photo of a on the beach"
+    assert clip.without_words("{0} in the style of {1}") == "in the style of"
 
 
 def test_dino_scores_on_a_tiny_random_vit(tmp_path):

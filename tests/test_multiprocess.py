@@ -1,4 +1,5 @@
-"""Two processes (torchrun, gloo on CPU) train the same word as one process with the same global batch."""
+"""Two processes (torchrun, gloo on CPU) train the same word as one process with the same global
+batch; separate processes, and a run killed and resumed, give the same word bit for bit."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -16,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS = 3
 
 
+@pytest.mark.slow
 def test_two_processes_learn_the_word_of_one_process_with_the_same_global_batch(tmp_path, tiny_run):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     env = {

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -13,23 +11,11 @@ import yaml
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from tests.conftest import CONF
+from tests.conftest import CONF, tirun_process
 from tirun import report
 
 ROOT = Path(CONF).parent
 TINY = ("model=tiny", "tracker=none", "train.batch_size=2", "train.checkpoint_every=0")
-
-
-def tirun(*args: str, cwd: Path = ROOT, module: str = "tirun") -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
 
 
 def hydra_config(*overrides: str):
@@ -63,7 +49,7 @@ def test_optuna_preset_maximizes_the_concept_score_over_lr_vectors_and_steps():
 
 
 def test_slurm_launcher_renders_its_job_settings_without_a_cluster():
-    result = tirun(
+    result = tirun_process(
         "hydra/launcher=submitit_slurm", "hydra.launcher.gpus_per_node=4", "--cfg", "hydra"
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -84,7 +70,7 @@ def test_joblib_launcher_composes_for_parallel_local_jobs():
 
 def test_a_failed_sweep_job_is_recorded_and_the_sweep_goes_on(tmp_path, image_folder):
     sweep = tmp_path / "sweep"
-    result = tirun(
+    result = tirun_process(
         "--multirun",
         *TINY,
         f"dataset.path={image_folder}",
@@ -153,6 +139,58 @@ def test_report_tables_every_job_plots_the_tradeoff_and_marks_failures(tmp_path)
     assert Image.open(sweep / "tradeoff.png").size[0] > 100
 
 
+def test_report_html_is_one_offline_page_with_a_sortable_table_grids_and_the_plot(tmp_path):
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, 0, ["optimizer.lr=1e-4"], scores(0.2, 0.9), "oracle.concept_match")
+    fake_job(sweep, 1, ["optimizer.lr=5e-3"], scores(0.7, 0.6), "oracle.concept_match")
+    grid = sweep / "1" / "samples" / "variation" / "comparison.png"
+    grid.parent.mkdir(parents=True)
+    Image.new("RGB", (40, 20), "red").save(grid)
+    report.report(sweep)
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.headings, self.rows, self.images, self.sources = [], [], [], []
+            self.scripts, self._cell = 0, None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "tr":
+                self.rows.append([])
+            elif tag in ("td", "th"):
+                self._cell = ""
+            elif tag == "img":
+                self.images.append(attrs["alt"])
+                self.sources.append(attrs["src"])
+            elif tag == "script":
+                self.scripts += 1
+            elif tag in ("link",) or (tag == "script" and "src" in attrs):
+                self.sources.append(attrs.get("href") or attrs.get("src"))
+
+        def handle_data(self, data):
+            if self._cell is not None:
+                self._cell += data
+
+        def handle_endtag(self, tag):
+            if tag == "th":
+                self.headings.append(self._cell)
+            elif tag == "td":
+                self.rows[-1].append(self._cell)
+            if tag in ("td", "th"):
+                self._cell = None
+
+    page = Page()
+    page.feed((sweep / "report.html").read_text())
+    assert page.headings[:3] == ["job", "optimizer.lr", "status"] and page.headings[-1] == "samples"
+    body = [row for row in page.rows if row]
+    assert [row[:3] for row in body] == [["0", "1e-4", "finished"], ["1", "5e-3", "finished"]]
+    assert body[0][-1] == "no samples"
+    assert page.images == ["samples of job 1", "trade-off plot"]
+    assert all(src.startswith("data:image/png;base64,") for src in page.sources)  # offline
+    assert page.scripts == 1
+
+
 def test_report_names_the_optuna_best_trial(tmp_path):
     sweep = tmp_path / "optuna"
     fake_job(sweep, 0, ["optimizer.lr=0.001", "word.num_vectors=1"], scores(0.2, 0.4))
@@ -179,7 +217,7 @@ def test_report_on_a_folder_without_jobs_fails_in_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_an_optuna_search_runs_and_the_report_names_the_best_trial(tmp_path, image_folder):
     sweep = tmp_path / "optuna"
-    result = tirun(
+    result = tirun_process(
         "+hparams_search=optuna",
         *TINY,
         f"dataset.path={image_folder}",
@@ -197,7 +235,7 @@ def test_an_optuna_search_runs_and_the_report_names_the_best_trial(tmp_path, ima
 @pytest.mark.slow
 def test_joblib_launcher_runs_a_sweep_in_parallel_processes(tmp_path, image_folder):
     sweep = tmp_path / "joblib"
-    result = tirun(
+    result = tirun_process(
         "--multirun",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",

@@ -28,6 +28,7 @@ from tirun.toyworld.render import (
     render_array,
     render_scene,
 )
+from tirun.toyworld.tokenizer import template_words, write_tokenizer
 from tirun.toyworld.world import (
     BIAS_COLOUR,
     BIAS_WORD,
@@ -38,7 +39,6 @@ from tirun.toyworld.world import (
     sample_pretraining,
     toy_words,
 )
-from tirun.vocab import template_words, write_tokenizer
 
 ASSETS = Path(__file__).resolve().parents[1] / "tirun" / "assets" / "toy"
 ATTRIBUTE_WORDS = {w for values in ATTRIBUTES.values() for w in values}
@@ -121,17 +121,17 @@ def test_held_out_combinations_never_appear_in_pretraining():
 
 
 def test_toy_captions_name_what_each_image_shows_besides_the_concept():
-    style = CONCEPTS["held_out_style"]
+    style = CONCEPTS["purple_mosaic"]
     for attrs, sentences in zip(
-        style.image_attributes(5), concept_captions("held_out_style"), strict=True
+        style.image_attributes(5), concept_captions("purple_mosaic"), strict=True
     ):
         assert all(s.count("{}") == 1 for s in sentences)
         assert all(
             f"of a {attrs.shape} on {attrs.background} in the style of {{}}" in s for s in sentences
         )
         assert not any("purple" in s or "mosaic" in s for s in sentences)
-    first = CONCEPTS["held_out_object"].image_attributes(1)[0]
-    sentences = concept_captions("held_out_object", count=1)[0]
+    first = CONCEPTS["purple_star"].image_attributes(1)[0]
+    sentences = concept_captions("purple_star", count=1)[0]
     assert f"a photo of a {{}} on {first.background}" in sentences
     assert not any("star" in s or "purple" in s for s in sentences)
 
@@ -163,7 +163,7 @@ def test_caption_words_and_initializers_are_single_tokens(toy_tokenizer):
 
 
 def test_concepts_render_their_ground_truth():
-    assert {"held_out_object", "held_out_style", "unnamed_shape", "balanced_toy"} <= set(CONCEPTS)
+    assert {"purple_star", "purple_mosaic", "unnamed_shape", "balanced_toy"} <= set(CONCEPTS)
     for concept in CONCEPTS.values():
         assert concept.kind in ("object", "style")
         attrs = concept.image_attributes()
@@ -171,17 +171,17 @@ def test_concepts_render_their_ground_truth():
         images = concept.images()
         assert len(images) == concept.count and images[0].size == (SIZE, SIZE)
         assert len({im.tobytes() for im in images}) == len(images)
-        assert all("{}" in p for p, _ in concept.prompts)
-    object_backgrounds = {a.background for a in CONCEPTS["held_out_object"].image_attributes()}
+        assert all(p.count("{}") == 1 for p, _ in concept.reconstruction + concept.editability)
+    object_backgrounds = {a.background for a in CONCEPTS["purple_star"].image_attributes()}
     assert len(object_backgrounds) == 4
     toy_colours = [a.colour for a in CONCEPTS["balanced_toy"].image_attributes()]
     assert sorted(toy_colours) == sorted(COLOURS)
 
 
 def test_concept_images_is_deterministic_and_checks_the_name():
-    a, b = concept_images("held_out_style", 4, seed=1), concept_images("held_out_style", 4, seed=1)
+    a, b = concept_images("purple_mosaic", 4, seed=1), concept_images("purple_mosaic", 4, seed=1)
     assert [x.tobytes() for x in a] == [y.tobytes() for y in b]
-    assert a[0].tobytes() != concept_images("held_out_style", 4, seed=2)[0].tobytes()
+    assert a[0].tobytes() != concept_images("purple_mosaic", 4, seed=2)[0].tobytes()
     with pytest.raises(ValueError, match=r"name='nope' is not a toy concept"):
         concept_images("nope")
 

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from tests.conftest import CONF, compose_config
-from tirun import tracking
+from tirun import files, tracking
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def test_a_single_run_has_no_group_and_names_its_application_as_job_type(tmp_pat
 
 
 def test_final_metrics_flatten_to_dotted_names():
-    flat = tracking.flatten({"status": "finished", "timing": {"step_s": 0.5}, "files": ["a", "b"]})
+    flat = files.flatten({"status": "finished", "timing": {"step_s": 0.5}, "files": ["a", "b"]})
     assert flat == {"status": "finished", "timing.step_s": 0.5, "files": "a, b"}
 
 

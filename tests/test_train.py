@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from tirun import checkpoint
+from tirun import train as train_module
 from tirun.models import build_random
 from tirun.word import PlaceholderEmbedding
 
@@ -115,6 +116,37 @@ def test_resume_skips_a_half_written_checkpoint_with_a_warning(tiny_run, tmp_pat
     assert metrics["steps"] == 4  # resumed from step 2, the last complete one
 
 
+@pytest.mark.parametrize("damaged", ["tensors.safetensors", "optimizer.pt", "state.json"])
+def test_resume_falls_back_past_a_damaged_checkpoint_to_the_newest_intact_one(
+    tiny_run, tmp_path, caplog, damaged
+):
+    common = ("train.checkpoint_every=2", "train.max_steps=6", "optimizer.scheduler=linear")
+    tiny_run(*common, run_dir=tmp_path / "whole")
+    run_dir = tmp_path / "run"
+    tiny_run(*common, run_dir=run_dir)
+    (run_dir / "learned_embeds.safetensors").unlink()
+    newest = run_dir / "checkpoints" / "step_000006" / damaged
+    newest.write_bytes(bytes(torch.randint(0, 256, (newest.stat().st_size,)).tolist()))
+    with caplog.at_level(logging.WARNING):
+        metrics, _, _ = tiny_run(*common, "resume=latest", run_dir=run_dir)
+    warnings = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(warnings) == 1 and "step_000006" in warnings[0] and damaged in warnings[0]
+    assert metrics["steps"] == 6  # from step 4, the newest intact one
+    whole = load_file(tmp_path / "whole/learned_embeds.safetensors")["<concept>"]
+    assert torch.equal(whole, load_file(run_dir / "learned_embeds.safetensors")["<concept>"])
+
+
+def test_resume_from_a_named_damaged_checkpoint_says_which_file_and_what_to_do(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    tiny_run("train.checkpoint_every=2", run_dir=run_dir)
+    named = run_dir / "checkpoints" / "step_000004"
+    (named / "optimizer.pt").write_bytes(b"\xd0 not a torch file")
+    with pytest.raises(
+        ValueError, match=r"is damaged: .*optimizer.pt does not match its checksum; resume=latest"
+    ):
+        tiny_run(f"resume={named}", run_dir=tmp_path / "other")
+
+
 def test_resume_latest_without_any_checkpoint_is_an_error_not_a_fresh_start(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="resume=latest found no complete checkpoint"):
         tiny_run("resume=latest", run_dir=tmp_path / "empty")
@@ -134,11 +166,70 @@ def test_sdxl_word_has_one_vector_set_per_encoder_and_saves_the_diffusers_pair(t
     assert (run_dir / "samples/validation/step_000004.png").is_file()
 
 
-def test_v_prediction_trains_against_the_velocity_target(tiny_run):
-    eps, _, _ = tiny_run("model.prediction_type=epsilon")
-    vel, objects, _ = tiny_run("model.prediction_type=v_prediction")
-    assert objects["components"].prediction_type == "v_prediction"
-    assert vel["first_loss"] != eps["first_loss"]
+def test_v_prediction_target_is_alpha_noise_minus_sigma_latents(tiny_sd1):
+    tiny_sd1.scheduler.register_to_config(prediction_type="v_prediction")
+    latents, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    timesteps = torch.tensor([10, 900])
+    alpha_bar = tiny_sd1.scheduler.alphas_cumprod[timesteps].view(2, 1, 1, 1)
+    by_hand = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * latents
+    target = train_module.diffusion_target(tiny_sd1, latents, noise, timesteps)
+    assert torch.allclose(target, by_hand, atol=1e-6)
+    tiny_sd1.scheduler.register_to_config(prediction_type="epsilon")
+    assert train_module.diffusion_target(tiny_sd1, latents, noise, timesteps) is noise
+
+
+def test_min_snr_weights_are_min_snr_gamma_over_snr(tiny_sd1):
+    timesteps = torch.tensor([5, 500, 990])
+    alpha_bar = tiny_sd1.scheduler.alphas_cumprod[timesteps].double()
+    snr = alpha_bar / (1 - alpha_bar)
+    assert snr[0] > 5 > snr[2]  # one clipped, one not
+    weights = train_module.min_snr_weights(tiny_sd1, timesteps, 5.0).double()
+    assert torch.allclose(weights, torch.clamp(snr, max=5.0) / snr, rtol=1e-5)
+    assert weights[2].item() == pytest.approx(1.0)
+    tiny_sd1.scheduler.register_to_config(prediction_type="v_prediction")
+    weights = train_module.min_snr_weights(tiny_sd1, timesteps, 5.0).double()
+    assert torch.allclose(weights, torch.clamp(snr, max=5.0) / (snr + 1), rtol=1e-5)
+
+
+def test_accumulated_gradient_is_the_micro_batches_mean_and_clipping_caps_its_norm(
+    tiny_run, monkeypatch
+):
+    from accelerate import Accelerator
+
+    words, parts, scaled_losses, stepped = [], [], [], []
+
+    class RecordingWord(train_module.Word):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            words.append(self)
+
+    backward, step = Accelerator.backward, torch.optim.AdamW.step
+
+    def recording_backward(self, loss, **kwargs):
+        parts.append(torch.autograd.grad(loss, words[-1].vectors, retain_graph=True)[0])
+        scaled_losses.append(loss.item())
+        return backward(self, loss, **kwargs)
+
+    def recording_step(self, *args, **kwargs):
+        stepped.append(self.param_groups[0]["params"][0].grad.clone())
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "Word", RecordingWord)
+    monkeypatch.setattr(Accelerator, "backward", recording_backward)
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+
+    metrics, _, _ = tiny_run("train.grad_accum=2", "train.max_steps=1")
+    assert len(parts) == 2 and len(stepped) == 1
+    # each micro-batch's loss enters divided by 2: the step's loss is their mean
+    assert metrics["first_loss"] == pytest.approx(sum(scaled_losses), rel=1e-6)
+    assert torch.allclose(stepped[0], parts[0] + parts[1], atol=1e-9)
+
+    parts.clear(), stepped.clear()
+    tiny_run("train.grad_accum=2", "train.max_steps=1", "optimizer.max_grad_norm=1e-4")
+    unclipped = parts[0] + parts[1]
+    assert unclipped.norm() > 1e-4
+    assert stepped[0].norm().item() == pytest.approx(1e-4, rel=1e-3)
+    assert torch.allclose(stepped[0], unclipped * (1e-4 / unclipped.norm()), rtol=1e-3, atol=1e-12)
 
 
 def test_progressive_vectors_keep_unused_vectors_at_the_initializer(tiny_run):
@@ -179,18 +270,16 @@ def test_l2_regulariser_keeps_the_word_closer_to_its_initializer(tiny_run, tmp_p
     assert tied["word"]["word/shift"] < free["word"]["word/shift"]
 
 
-def test_min_snr_noise_offset_accumulation_and_clipping_run(tiny_run):
+def test_noise_offset_schedules_eager_attention_and_checkpointing_train(tiny_run):
     metrics, _, _ = tiny_run(
         "train.min_snr_gamma=5",
         "train.noise_offset=0.1",
-        "train.grad_accum=2",
-        "optimizer.max_grad_norm=1.0",
         "optimizer.scheduler=cosine",
         "optimizer.warmup_steps=2",
         "train.attention=eager",
         "train.gradient_checkpointing=true",
     )
-    assert metrics["status"] == "finished"
+    assert metrics["status"] == "finished" and metrics["steps"] == 4
 
 
 def test_placeholder_embedding_substitutes_only_the_new_rows():

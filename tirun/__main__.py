@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
@@ -19,6 +22,7 @@ from tirun import tracking
 from tirun.files import write_json
 
 log = logging.getLogger("tirun")
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def metric_value(metrics: dict, name: str | None) -> float | None:
@@ -55,7 +59,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise ValueError(
             f"config key {missing[0]} needs a value: add {missing[0]}=... to the command"
         )
-    from tirun.train import train  # torch and diffusers load here, so `--cfg job` stays quick
+    # torch and diffusers load here, so `--cfg job` stays quick
+    if cfg.train.loop == "common":  # ToyBench's peer recipe: the diffusers example's loop
+        from tirun.toybench.common import train
+    elif cfg.train.loop == "tirun":
+        from tirun.train import train
+    else:
+        raise ValueError(f"train.loop={cfg.train.loop!r} is unknown; use tirun or common")
 
     applying = cfg.get("application") is not None
     metrics, objects = (
@@ -114,6 +124,71 @@ def first_line(error: BaseException) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_NO_ACCESS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
+
+
+def user_error(error: BaseException) -> str | None:
+    """The one line that says what to fix, for a problem with the input or the machine; None
+    for anything else (a bug, which keeps its traceback)."""
+    while isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__  # Hydra wraps what a config node's target raised
+    if type(error).__name__ == "SafetensorError":  # safetensors' writer reports I/O in its text
+        code = re.search(r"code: (\d+)", str(error))
+        if code:
+            error = OSError(int(code.group(1)), os.strerror(int(code.group(1))))
+    if isinstance(error, OSError) and error.errno is not None:
+        where = error.filename or "a file"
+        if error.errno in _DISK_FULL:
+            return (
+                f"cannot write {where}: {error.strerror}; free disk space or point "
+                "hydra.run.dir at another disk (files written before are kept)"
+            )
+        if error.errno in _NO_ACCESS:
+            return f"cannot use {where}: {error.strerror}; check the path and its permissions"
+        return f"{where}: {error.strerror}"
+    if isinstance(error, ValueError | MissingMandatoryValue):
+        return first_line(error)
+    return None
+
+
+def composition_error(args: list[str]) -> str | None:
+    """Compose the command's config as Hydra will, and say in one line what stops it.
+
+    Hydra reports a bad override or an unknown key in several lines with a traceback hint;
+    a single run is composed here first (sweeps and flags are left to Hydra).
+    """
+    if any(a.startswith("-") for a in args):
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    overrides = [a for a in args if not a.startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            compose("config", overrides=overrides)
+    except HydraException as error:
+        message = str(error)
+        unknown = re.search(r"Could not override '([^']+)'", message)
+        if unknown and "not in struct" in message:
+            key = unknown.group(1)
+            return (
+                f"{key} is not a config key; `python -m tirun --cfg job` lists them "
+                f"(a new key is +{key}=...)"
+            )
+        return first_line(error)
+    return None
+
+
+def cli() -> None:
+    """`python -m tirun`: a bad command is one line; then Hydra composes and runs it."""
+    problem = composition_error(sys.argv[1:])
+    if problem:
+        print(f"tirun: error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    main()
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
@@ -133,13 +208,13 @@ def main(cfg: DictConfig) -> float | None:
             if int(os.environ.get("RANK", "0")) == 0:
                 record_failure(run_dir, error)
             return None
-        if not isinstance(error, ValueError | MissingMandatoryValue):
+        message = user_error(error)
+        if message is None:
             raise
-        message = first_line(error)
         log.error("error: %s", message)
         print(f"tirun: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -69,6 +69,29 @@ def load_image_folder(path: str) -> list[Image.Image]:
     return images
 
 
+def training_images(
+    path: str | None, concept: str | None, count: int = 5, seed: int = 0
+) -> list[Image.Image]:
+    """The images a word is learned from: a folder's, or a toy concept's renders.
+
+    Args:
+        path: a folder of 3-5 images; wins over ``concept``.
+        concept: a toy-world concept (`tirun.toyworld.concepts.CONCEPTS`), rendered on the fly.
+        count: renders of the concept.
+        seed: which renders.
+    """
+    if path:
+        return load_image_folder(path)
+    if concept:
+        from tirun.toyworld.concepts import concept_images  # the toy world, only when asked
+
+        return concept_images(concept, count, seed)
+    raise ValueError(
+        "dataset.path is not set: point it at a folder of 3-5 images (dataset.path=...), "
+        "or train on a toy concept (dataset=toy_object)"
+    )
+
+
 def to_tensor(
     image: Image.Image, resolution: int, crop: str, rng: np.random.Generator
 ) -> torch.Tensor:

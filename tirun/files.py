@@ -37,3 +37,17 @@ def write_json(path: str | Path, data: Any) -> Path:
     return atomic_write(
         path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     )
+
+
+def flatten(metrics: dict, prefix: str = "") -> dict[str, float | int | str | bool | None]:
+    """`{"timing": {"step_s": 1}}` → `{"timing.step_s": 1}`; lists become strings."""
+    flat: dict = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ", ".join(map(str, value))
+        else:
+            flat[name] = value
+    return flat

@@ -79,6 +79,31 @@ class Components:
             module.requires_grad_(False)
             module.eval()
 
+    def prepare(
+        self,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        attention: str = "sdpa",
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        """Frozen, on ``device`` in ``dtype``, with the attention kernel and (to trade compute
+        for memory) gradient checkpointing asked for: the model as the trainer uses it."""
+        self.freeze()
+        for module in (self.vae, self.unet, *self.text_encoders):
+            module.to(device)
+            if dtype != torch.float32:
+                module.to(dtype=dtype)
+        self.set_attention(attention)  # after the move: xformers checks the device
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+            for encoder in self.text_encoders:
+                encoder.gradient_checkpointing_enable()
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell along a side (8 for Stable Diffusion)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
     def set_attention(self, kind: str) -> None:
         """`sdpa` (PyTorch scaled dot product), `xformers` (CUDA only) or `eager`."""
         if kind not in ATTENTION:
@@ -187,6 +212,33 @@ def _read(path: Path) -> dict:
     return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
 
 
+def build_part(arch_dir: str, part: str, tokenizer: CLIPTokenizer | None = None):
+    """One component of an architecture folder with fresh random weights (from the current
+    torch seed): ``vae``, ``unet``, ``scheduler``, or ``text_encoder``/``text_encoder_2`` sized
+    to ``tokenizer`` (its vocabulary and special ids). The one builder for every architecture:
+    the tiny test models, real shapes for timing, and the toy model before pretraining.
+    """
+    folder = _arch_folder(arch_dir)
+    if part == "scheduler":
+        return DDPMScheduler.from_config(_read(folder / "scheduler" / "scheduler_config.json"))
+    config = _read(folder / part / "config.json")
+    if part == "vae":
+        return AutoencoderKL.from_config(config)
+    if part == "unet":
+        return UNet2DConditionModel.from_config(config)
+    if tokenizer is None:
+        raise ValueError(f"{part} needs the tokenizer it reads ids from")
+    config.pop("architectures", None)
+    config["vocab_size"] = max(config.get("vocab_size", 0), len(tokenizer))
+    config.update(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model_class = CLIPTextModelWithProjection if part == "text_encoder_2" else CLIPTextModel
+    return model_class(CLIPTextConfig(**config))
+
+
 def build_random(
     arch_dir: str,
     seed: int = 0,
@@ -209,28 +261,16 @@ def build_random(
     folder = _arch_folder(arch_dir)
     torch.manual_seed(seed)
     encoder_dirs = [d for d in ("text_encoder", "text_encoder_2") if (folder / d).is_dir()]
-    tokenizers, encoders = [], []
-    for sub in encoder_dirs:
-        tokenizer = CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR))
-        config = _read(folder / sub / "config.json")
-        config.pop("architectures", None)
-        config["vocab_size"] = max(config.get("vocab_size", 0), len(tokenizer))
-        config.update(
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        model_class = CLIPTextModelWithProjection if sub == "text_encoder_2" else CLIPTextModel
-        tokenizers.append(tokenizer)
-        encoders.append(model_class(CLIPTextConfig(**config)))
-    scheduler_config = _read(folder / "scheduler" / "scheduler_config.json")
-    scheduler_config["prediction_type"] = prediction_type
+    tokenizers = [CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR)) for _ in encoder_dirs]
+    encoders = [build_part(arch_dir, d, t) for d, t in zip(encoder_dirs, tokenizers, strict=True)]
+    scheduler = build_part(arch_dir, "scheduler")
+    scheduler.register_to_config(prediction_type=prediction_type)
     return Components(
         tokenizers=tokenizers,
         text_encoders=encoders,
-        vae=AutoencoderKL.from_config(_read(folder / "vae" / "config.json")),
-        unet=UNet2DConditionModel.from_config(_read(folder / "unet" / "config.json")),
-        scheduler=DDPMScheduler.from_config(scheduler_config),
+        vae=build_part(arch_dir, "vae"),
+        unet=build_part(arch_dir, "unet"),
+        scheduler=scheduler,
         resolution=resolution,
         name=name or f"random:{folder.name}",
     )
@@ -254,6 +294,11 @@ def load_pretrained(
     """
     source = str(PACKAGED_MODELS.get(path, Path(path).expanduser()))
     if not Path(source).exists():
+        if path.startswith(("/", ".", "~")) or path.count("/") > 1:  # a path, not a hub id
+            raise ValueError(
+                f"model.path={path!r} is not a folder: point it at a local diffusers folder "
+                "with tokenizer/ text_encoder/ vae/ unet/ scheduler/"
+            )
         source = path
     kwargs = {"revision": revision}
     try:

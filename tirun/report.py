@@ -2,14 +2,18 @@
 
 Every job folder of a Hydra multirun holds `.hydra/overrides.yaml` and, once it ran, a
 `metrics.json` (`status: failed` and the error when it did not finish). The report gathers
-them into `report.csv` and `report.md` and draws the paper's reconstruction-vs-editability
-figure as `tradeoff.png`; a failed or killed job is listed as failed, the others still count.
+them into `report.csv` and `report.md`, draws the paper's reconstruction-vs-editability figure
+as `tradeoff.png`, and writes `report.html`: one self-contained page (pictures inlined, opens
+offline) with a sortable table of every job's settings and scores, each job's sample grid
+beside it, and the plot. A failed or killed job is listed as failed, the others still count.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
+import html
 import io
 import json
 import math
@@ -19,8 +23,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from tirun.files import atomic_write
-from tirun.tracking import flatten
+from tirun.files import atomic_write, flatten
 
 # Toy-world defaults: how well variations keep the concept (reconstruction) against how well
 # the concept survives new prompts (editability).
@@ -234,6 +237,87 @@ def plot(path: Path, jobs: list[Job], x: str, y: str, keys: list[str], title: st
     return len(points)
 
 
+def job_picture(job: Job) -> Path | None:
+    """The job's picture for the page: its application's comparison (or word) grid, else its
+    last validation grid."""
+    for pattern in ("samples/*/comparison.png", "samples/*/word.png"):
+        found = sorted(p for p in job.folder.glob(pattern) if p.parent.name != "validation")
+        if found:
+            return found[0]
+    previews = sorted(job.folder.glob("samples/validation/step_*.png"))
+    return previews[-1] if previews else None
+
+
+def _inline(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+
+
+_SORT_SCRIPT = """
+document.querySelectorAll("th").forEach((th, column) => th.addEventListener("click", () => {
+  const body = th.closest("table").tBodies[0];
+  const up = th.dataset.order !== "up";
+  th.closest("tr").querySelectorAll("th").forEach(h => delete h.dataset.order);
+  th.dataset.order = up ? "up" : "down";
+  const key = row => row.cells[column].dataset.value ?? row.cells[column].textContent;
+  const rows = [...body.rows].sort((a, b) => {
+    const x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);
+    const order = isNaN(nx) || isNaN(ny) ? x.localeCompare(y) : nx - ny;
+    return up ? order : -order;
+  });
+  rows.forEach(row => body.appendChild(row));
+}));
+"""
+_STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-align: left; }
+th { background: #eee; cursor: pointer; user-select: none; }
+th[data-order="up"]::after { content: " \\25B2"; } th[data-order="down"]::after { content: " \\25BC"; }
+td.failed { color: #b00; }
+img.grid { max-width: 560px; image-rendering: pixelated; }
+"""
+
+
+def write_html(
+    path: Path, title: str, jobs: list[Job], keys: list[str], metrics: list[str], lines: list[str],
+    plot_png: Path,
+) -> None:  # fmt: skip
+    """report.html: the sortable table with each job's grid, the notes and the trade-off plot."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["job", *keys, *metrics, "samples"])
+    rows = []
+    for job in jobs:
+        cells = [f"<td>{html.escape(job.name)}</td>"]
+        cells += [f"<td>{html.escape(short(job.overrides.get(k, '')))}</td>" for k in keys]
+        for m in metrics:
+            value = job.metrics.get(m)
+            number = job.value(m)
+            attr = f' data-value="{number}"' if number is not None else ""
+            css = ' class="failed"' if m == "status" and value != "finished" else ""
+            cells.append(f"<td{attr}{css}>{html.escape(cell(value))}</td>")
+        picture = job_picture(job)
+        cells.append(
+            f'<td><img class="grid" alt="samples of job {html.escape(job.name)}" '
+            f'src="{_inline(picture)}"></td>'
+            if picture
+            else "<td>no samples</td>"
+        )
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    notes = "".join(f"<li>{html.escape(line)}</li>" for line in lines if line)
+    plot_tag = (
+        f'<h2>Reconstruction vs editability</h2><img alt="trade-off plot" src="{_inline(plot_png)}">'
+        if plot_png.is_file()
+        else ""
+    )
+    page = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
+        f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<ul>{notes}</ul><p>Click a column heading to sort.</p>"
+        f'<table id="jobs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        f"{plot_tag}<script>{_SORT_SCRIPT}</script></body></html>\n"
+    )
+    atomic_write(path, lambda tmp: tmp.write_text(page))
+
+
 def report(
     sweep: Path,
     x: str = DEFAULT_X,
@@ -269,8 +353,13 @@ def report(
         note,
         f"tradeoff.png: {drawn} jobs on {x} (x) vs {y} (y)",
     ]
-    text = markdown(jobs, keys, columns(jobs, x, y), lines)
+    metric_columns = columns(jobs, x, y)
+    text = markdown(jobs, keys, metric_columns, lines)
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(f"# Sweep {sweep}\n\n{text}"))
+    write_html(
+        out / "report.html", f"Sweep {sweep}", jobs, keys, metric_columns, lines,
+        out / "tradeoff.png",
+    )  # fmt: skip
     return text
 
 
@@ -296,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"tirun.report: error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {(args.out or args.sweep) / 'report.md'}, report.csv, tradeoff.png")
+    print(f"wrote {(args.out or args.sweep) / 'report.md'}, report.csv, report.html, tradeoff.png")
     return 0
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from tirun.data import image_files
 
 OBJECT_TEMPLATES = [
@@ -130,3 +132,73 @@ def _read(file: Path) -> list[str]:
 def with_image_token(template: str) -> str:
     """The per-image form of a template: "a photo of a {}" -> "a photo of a {} with {}"."""
     return template + " with {}"
+
+
+class PromptSampler:
+    """Each training sample's sentence, drawn from its own image's templates, with the word in
+    it (and, for the paper's per-image-token variant, sometimes the image's own token), turned
+    into token ids for every tokenizer.
+
+    It draws from the batch generator that the noise and timesteps also come from (one stream,
+    so a run is a function of its seed); `state_dict` is that generator's state.
+
+    Args:
+        templates: one list of sentences per training image (see `per_image`).
+        tokenizers: the model's tokenizers, which know the word's tokens.
+        generator: the batch generator.
+        image_tokens: the per-image tokens (empty: the variant is off).
+        image_token_p: how often a sentence carries its image's token.
+    """
+
+    def __init__(
+        self,
+        templates: list[list[str]],
+        tokenizers: list,
+        generator: torch.Generator,
+        image_tokens: list[str] | None = None,
+        image_token_p: float = 0.0,
+    ) -> None:
+        self.templates = templates
+        self.tokenizers = tokenizers
+        self.generator = generator
+        self.image_tokens = image_tokens or []
+        self.image_token_p = image_token_p
+        # A run draws the same few dozen sentences thousands of times: each is tokenized once.
+        self.known: dict[str, list[torch.Tensor]] = {}
+
+    def sentences(self, images: list[int], word: str) -> list[str]:
+        """One sentence per sample of image index ``images``, with ``word`` in its hole."""
+        prompts = []
+        for image in images:
+            options = self.templates[image]
+            template = options[int(torch.randint(len(options), (1,), generator=self.generator))]
+            if self.image_tokens and float(torch.rand(1, generator=self.generator)) < (
+                self.image_token_p
+            ):
+                prompts.append(with_image_token(template).format(word, self.image_tokens[image]))
+            else:
+                prompts.append(template.format(word))
+        return prompts
+
+    def ids(self, prompts: list[str]) -> list[torch.Tensor]:
+        """One [len(prompts), max_length] id tensor per tokenizer."""
+        for prompt in prompts:
+            if prompt not in self.known:
+                self.known[prompt] = [
+                    tok(
+                        prompt,
+                        padding="max_length",
+                        max_length=tok.model_max_length,
+                        truncation=True,
+                        return_tensors="pt",
+                    ).input_ids[0]
+                    for tok in self.tokenizers
+                ]
+        rows = [self.known[p] for p in prompts]
+        return [torch.stack(column) for column in zip(*rows, strict=True)]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from tirun.files import flatten
+
 log = logging.getLogger(__name__)
 _told_offline = False
 
@@ -95,20 +97,6 @@ def log_images(accelerator, key: str, picture, step: int) -> None:
             import wandb
 
             tracker.log({key: wandb.Image(picture)}, step=step)
-
-
-def flatten(metrics: dict, prefix: str = "") -> dict[str, float | int | str | bool | None]:
-    """`{"timing": {"step_s": 1}}` → `{"timing.step_s": 1}`; lists become strings."""
-    flat: dict = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            flat[name] = ", ".join(map(str, value))
-        else:
-            flat[name] = value
-    return flat
 
 
 def finish(accelerator, metrics: dict, files: list[str], grids: list[Path] | None = None) -> None:

@@ -7,7 +7,7 @@ validate, checkpoint) → save. Only the word's vectors are trained.
 from __future__ import annotations
 
 import logging
-import math
+import os
 import resource
 import statistics
 import time
@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 from tirun import checkpoint, embeddings, sampling, tracking
 from tirun.data import LatentCache, TrainingViews, ViewSampler
 from tirun.files import atomic_write, write_json
+from tirun.health import Health
 from tirun.models import Components
-from tirun.templates import per_image, with_image_token
+from tirun.templates import PromptSampler, per_image
 from tirun.word import Word
 
 log = logging.getLogger(__name__)
@@ -45,39 +46,21 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    tc = cfg.train
+    tc, wc, oc = cfg.train, cfg.word, cfg.optimizer
+    if tc.max_steps < 1:
+        raise ValueError(f"train.max_steps={tc.max_steps} trains nothing: give 1 or more steps")
 
-    # 1. Accelerator, seeds. All ranks draw the same global batch and take their slice, so a
-    #    run's result does not depend on the number of processes.
-    # Accelerate keeps its settings process-wide; a sweep's next job in this process may ask
-    # for another precision. The process group (PartialState) stays.
-    AcceleratorState._reset_state()
-    accelerator = Accelerator(
-        mixed_precision=tc.mixed_precision,
-        cpu=tc.cpu,
-        log_with=tracking.log_with(cfg.tracker),
-        project_dir=str(run_dir),
-    )
-    set_seed(tc.seed)
-    torch.autograd.set_detect_anomaly(tc.detect_anomaly)
+    # 1. Accelerator, seeds, precision.
+    accelerator = make_accelerator(cfg, run_dir)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
         tc.mixed_precision, torch.float32
     )
 
     # 2. The frozen model and the new word.
     components: Components = instantiate(cfg.model)
-    components.freeze()
-    for module in (components.vae, components.unet, *components.text_encoders):
-        module.to(accelerator.device)
-        if weight_dtype != torch.float32:
-            module.to(dtype=weight_dtype)
-    components.set_attention(tc.attention)  # after the move: xformers checks the device
-    if tc.gradient_checkpointing:
-        components.unet.enable_gradient_checkpointing()
-        for encoder in components.text_encoders:
-            encoder.gradient_checkpointing_enable()
+    components.prepare(accelerator.device, weight_dtype, tc.attention, tc.gradient_checkpointing)
+    check_resolution(cfg.dataset.resolution, components)
     images = instantiate(cfg.dataset.images)
-    wc = cfg.word
     word = Word(
         components,
         token=wc.token,
@@ -85,25 +68,21 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         num_vectors=wc.num_vectors,
         num_image_tokens=len(images) if wc.image_tokens else 0,
     )
-    templates = per_image(instantiate(cfg.template), len(images))  # each image's sentences
 
-    # 3. Views of the images, encoded once.
-    views = TrainingViews(
-        images,
-        resolution=cfg.dataset.resolution,
-        crop=cfg.dataset.crop,
-        flip_p=cfg.dataset.flip_p,
-        num_crops=cfg.dataset.num_crops,
-        seed=tc.seed,
-    )
+    # 3. Views of the images, encoded once; the batch's draws (views; noise, timesteps and
+    #    each image's sentence from one generator).
+    dc = cfg.dataset
+    views = TrainingViews(images, dc.resolution, dc.crop, dc.flip_p, dc.num_crops, tc.seed)
     cache = LatentCache(components.vae, views)
     global_batch = tc.batch_size * accelerator.num_processes
-    sampler = ViewSampler(views, global_batch, cfg.dataset.repeats, seed=tc.seed)
-    rng = torch.Generator().manual_seed(tc.seed + 1)  # noise, timesteps, prompts
-    prompt_ids = PromptIds(components.tokenizers)
+    sampler = ViewSampler(views, global_batch, dc.repeats, seed=tc.seed)
+    rng = torch.Generator().manual_seed(tc.seed + 1)
+    templates = per_image(instantiate(cfg.template), len(images))
+    prompts = PromptSampler(
+        templates, components.tokenizers, rng, word.image_tokens, wc.image_token_p
+    )
 
     # 4. Optimizer over the word's vectors only; lr scaled as in the paper.
-    oc = cfg.optimizer
     lr = oc.lr * (tc.batch_size * tc.grad_accum * accelerator.num_processes if oc.scale_lr else 1)
     optimizer = instantiate(oc.optim)(word.parameters(), lr=lr)
     lr_scheduler = get_scheduler(
@@ -113,21 +92,13 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
 
     # 5. Resume: everything the loop depends on comes back, or the run stops with an error.
     ckpt_dir = run_dir / "checkpoints"
-    step = 0
+    step, loop = 0, {}
     if cfg.resume:
         state = checkpoint.load(checkpoint.find(cfg.resume, ckpt_dir))
+        loop = checkpoint.restore(state, word, optimizer, lr_scheduler, sampler, prompts)
         step = state.step
-        with torch.no_grad():
-            for i, vectors in enumerate(word.vectors):
-                vectors.copy_(state.tensors[f"vectors.{i}"])
-        optimizer.load_state_dict(state.optimizer)
-        lr_scheduler.load_state_dict(state.state["lr_scheduler"])
-        sampler.load_state_dict(
-            {"generator": state.tensors["rng.sampler"], "queue": state.state["sampler_queue"]}
-        )
-        rng.set_state(state.tensors["rng.batch"])
+        started -= loop.get("seconds", 0.0)  # the run's clock goes on from the checkpoint's
         log.info("resumed from step %d", step)
-
     accelerator.init_trackers(
         tracking.project(cfg.tracker),
         config=OmegaConf.to_container(cfg, resolve=True),
@@ -138,11 +109,12 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(config_yaml))
 
     # 6. The loop.
-    losses: list[float] = []
-    step_times: list[float] = []
-    first_step_s = None
+    health = Health(tc.stall_steps, tc.norm_warn_ratio, word.typical_norm)
+    progress = Progress(started, loop.get("snapshots", []))
     status = "finished"
-    norm_warned = False
+    mine = slice(
+        accelerator.process_index * tc.batch_size, (accelerator.process_index + 1) * tc.batch_size
+    )
     bar = tqdm(
         total=tc.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train"
     )
@@ -153,53 +125,20 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
             active = min(word.num_vectors, 1 + step // wc.progressive_every)
         step_loss = torch.zeros((), device=accelerator.device)
         for _ in range(tc.grad_accum):
-            # 6a. A global batch of views, prompts, noise and timesteps; this rank's slice.
-            view, flip = next(sampler)
-            latents = cache.sample(view, flip, rng)
-            noise = torch.randn(latents.shape, generator=rng)
-            if tc.noise_offset:
-                noise += tc.noise_offset * torch.randn(*latents.shape[:2], 1, 1, generator=rng)
-            timesteps = torch.randint(
-                0, components.scheduler.config.num_train_timesteps, (len(view),), generator=rng
-            )
-            prompts = []
-            for image in views.image_index[view].tolist():
-                sentences = templates[image]
-                template = sentences[int(torch.randint(len(sentences), (1,), generator=rng))]
-                if word.image_tokens and float(torch.rand(1, generator=rng)) < wc.image_token_p:
-                    prompts.append(
-                        with_image_token(template).format(
-                            word.text(active), word.image_tokens[image]
-                        )
-                    )
-                else:
-                    prompts.append(template.format(word.text(active)))
-            mine = slice(
-                accelerator.process_index * tc.batch_size,
-                (accelerator.process_index + 1) * tc.batch_size,
+            # 6a. A global batch of views, noise, timesteps and sentences; this rank's slice.
+            latents, noise, timesteps, sentences = draw_batch(
+                sampler, cache, prompts, rng, word.text(active), tc.noise_offset, components
             )
             latents, noise, timesteps = (
                 x[mine].to(accelerator.device) for x in (latents, noise, timesteps)
             )
-            input_ids = [ids.to(accelerator.device) for ids in prompt_ids(prompts[mine])]
+            input_ids = [ids.to(accelerator.device) for ids in prompts.ids(sentences[mine])]
 
-            # 6b. The LDM loss, with the target the scheduler's parameterisation asks for.
+            # 6b. The LDM loss on the scheduler's parameterisation (epsilon or v).
             with accelerator.autocast():
-                noisy = components.scheduler.add_noise(latents, noise, timesteps).to(weight_dtype)
-                hidden, added = components.encode_prompt(input_ids)
-                pred = components.unet(noisy, timesteps, hidden, added_cond_kwargs=added).sample
-            if components.prediction_type == "v_prediction":
-                target = components.scheduler.get_velocity(latents, noise, timesteps)
-            else:
-                target = noise
-            loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-            if tc.min_snr_gamma:
-                snr = compute_snr(components.scheduler, timesteps)
-                weight = snr.clamp(max=tc.min_snr_gamma) / snr
-                if components.prediction_type == "v_prediction":
-                    weight = snr.clamp(max=tc.min_snr_gamma) / (snr + 1)
-                loss = loss * weight
-            loss = loss.mean()
+                loss = ldm_loss(
+                    components, latents, noise, timesteps, input_ids, weight_dtype, tc.min_snr_gamma
+                )
             if wc.init_l2:
                 loss = loss + wc.init_l2 * word.l2_to_initializer()
             step_loss += loss.detach() / tc.grad_accum
@@ -207,13 +146,7 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
 
         # 6c. Stop on a non-finite loss before it reaches the vectors.
         step_loss = float(accelerator.reduce(step_loss, "mean"))  # the step's one host sync
-        if not math.isfinite(step_loss):
-            log.warning(
-                "loss is %s at step %d: stopping; the last checkpoint and embedding are kept "
-                "(lower optimizer.lr or use train.mixed_precision=bf16)",
-                step_loss,
-                step,
-            )
+        if not health.loss_is_finite(step_loss, step):
             status = "diverged"
             break
 
@@ -229,72 +162,40 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         if active < word.num_vectors:
             word.keep_inactive(active)
         step += 1
-        # Non-finite vectors give a non-finite loss at the next step; before anything is logged
-        # or written they are checked outright (a host sync, so not at every step).
-        writes = (
-            step % tc.log_every == 0
-            or step in (tc.max_steps, tc.stall_steps)
-            or (cfg.validation.every and step % cfg.validation.every == 0)
-            or (tc.checkpoint_every and step % tc.checkpoint_every == 0)
-        )
-        if writes and not all(bool(torch.isfinite(v).all()) for v in word.vectors):
-            log.warning(
-                "the word's vectors became non-finite at step %d: stopping; the last "
-                "checkpoint is kept (lower optimizer.lr)",
-                step,
-            )
+        logging_now = step % tc.log_every == 0 or step in (tc.max_steps, tc.stall_steps)
+        validating = bool(cfg.validation.every) and step % cfg.validation.every == 0
+        saving = bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0
+        if (logging_now or validating or saving) and not health.vectors_are_finite(
+            word.vectors, step
+        ):
             status = "diverged"
             break
 
         # 6e. Log, and say so when training goes wrong.
-        step_times.append(time.perf_counter() - tick)
-        if first_step_s is None:
-            first_step_s = time.perf_counter() - started
-        losses.append(step_loss)
+        progress.stepped(step_loss, tick)
         bar.update()
-        if step % tc.log_every == 0 or step in (tc.max_steps, tc.stall_steps):
+        if logging_now:
             stats = word.stats()  # reads the vectors back: only on log steps
             lr_now = lr_scheduler.get_last_lr()[0]
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_now:.2e}")
             accelerator.log({"loss": step_loss, "lr": lr_now, **stats}, step=step)
             log.info(
-                "step %d loss %.4f lr %.2e norm %.3f cosine-to-init %.3f",
-                step,
-                step_loss,
-                lr_now,
-                stats["word/norm"],
-                stats["word/cosine_to_init"],
+                "step %d loss %.4f lr %.2e norm %.3f", step, step_loss, lr_now, stats["word/norm"]
             )
-            if step == tc.stall_steps and stats["word/shift"] < 1e-6:
-                log.warning(
-                    "the word's vectors have not moved after %d steps: check optimizer.lr", step
-                )
-            if stats["word/norm"] > tc.norm_warn_ratio * word.typical_norm and not norm_warned:
-                norm_warned = True
-                log.warning(
-                    "the word's norm %.2f is over %.0fx the vocabulary's typical %.2f at step %d: "
-                    "the usual sign of an overfit word (fewer steps, a lower lr or word.init_l2)",
-                    stats["word/norm"],
-                    tc.norm_warn_ratio,
-                    word.typical_norm,
-                    step,
-                )
+            health.check_stats(stats, step)
 
-        # 6f. Validation previews from the saved file; checkpoints.
-        if cfg.validation.every and step % cfg.validation.every == 0:
+        # 6f. Snapshots of the word (curves, the best one), previews from the saved file,
+        #     checkpoints.
+        if tc.snapshot_every and step % tc.snapshot_every == 0 and accelerator.is_main_process:
+            seconds = progress.seconds()
+            path = embeddings.save(word.learned(step), snapshot_path(run_dir, step), "diffusers")
+            progress.snapshots.append({"step": step, "seconds": seconds, "file": str(path[0])})
+        if validating:
             validate(cfg, components, word, step, run_dir, accelerator)
-        if tc.checkpoint_every and step % tc.checkpoint_every == 0 and accelerator.is_main_process:
-            save_checkpoint(
-                ckpt_dir,
-                step,
-                word,
-                optimizer,
-                lr_scheduler,
-                sampler,
-                rng,
-                config_yaml,
-                keep=tc.keep_checkpoints,
-            )
+        if saving and accelerator.is_main_process:
+            loop = {"snapshots": progress.snapshots, "seconds": progress.seconds()}
+            state = checkpoint.capture(step, word, optimizer, lr_scheduler, sampler, prompts, loop)
+            checkpoint.save(ckpt_dir, state, config_yaml, keep=tc.keep_checkpoints)
         accelerator.wait_for_everyone()
     bar.close()
 
@@ -307,19 +208,10 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
             files += [
                 str(p) for p in embeddings.save(learned, export_path(run_dir, fmt, learned), fmt)
             ]
-    timed = step_times[2:] or step_times
     metrics = {
         "status": status,
         "steps": step,
-        "final_loss": statistics.fmean(losses[-max(1, len(losses) // 10) :]) if losses else None,
-        "first_loss": losses[0] if losses else None,
-        "wall_time_s": time.perf_counter() - started,
-        "steps_per_s": len(timed) / sum(timed) if timed else None,
-        "timing": {
-            "first_step_s": first_step_s,
-            "step_s": statistics.median(timed) if timed else None,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        },
+        **progress.metrics(),
         "optimizer_state_bytes": optimizer_state_bytes(optimizer),
         "word": word.stats(),
         "files": files,
@@ -331,30 +223,131 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
     return metrics, objects
 
 
-class PromptIds:
-    """Token ids of prompts, each sentence tokenized once: a run draws the same few dozen
-    sentences thousands of times, and tokenizing them anew was a share of a small step."""
+class Progress:
+    """What the loop measures as it goes: losses, step times, the word's snapshots."""
 
-    def __init__(self, tokenizers: list) -> None:
-        self.tokenizers = tokenizers
-        self.known: dict[str, list[torch.Tensor]] = {}
+    def __init__(self, started: float, snapshots: list[dict]) -> None:
+        self.started = started
+        self.snapshots = snapshots
+        self.losses: list[float] = []
+        self.step_times: list[float] = []
+        self.first_step_s: float | None = None
 
-    def __call__(self, prompts: list[str]) -> list[torch.Tensor]:
-        """One [len(prompts), max_length] id tensor per tokenizer."""
-        for prompt in prompts:
-            if prompt not in self.known:
-                self.known[prompt] = [
-                    tok(
-                        prompt,
-                        padding="max_length",
-                        max_length=tok.model_max_length,
-                        truncation=True,
-                        return_tensors="pt",
-                    ).input_ids[0]
-                    for tok in self.tokenizers
-                ]
-        rows = [self.known[p] for p in prompts]
-        return [torch.stack(column) for column in zip(*rows, strict=True)]
+    def seconds(self) -> float:
+        """Seconds since the run started (a resumed run's clock goes on from its checkpoint)."""
+        return time.perf_counter() - self.started
+
+    def stepped(self, loss: float, tick: float) -> None:
+        self.step_times.append(time.perf_counter() - tick)
+        self.first_step_s = self.first_step_s or self.seconds()
+        self.losses.append(loss)
+
+    def metrics(self) -> dict:
+        losses, timed = self.losses, self.step_times[2:] or self.step_times
+        return {
+            "final_loss": statistics.fmean(losses[-max(1, len(losses) // 10) :])
+            if losses
+            else None,
+            "first_loss": losses[0] if losses else None,
+            "wall_time_s": self.seconds(),
+            "steps_per_s": len(timed) / sum(timed) if timed else None,
+            "timing": {
+                "first_step_s": self.first_step_s,
+                "step_s": statistics.median(timed) if timed else None,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            },
+            "snapshots": self.snapshots,
+        }
+
+
+def make_accelerator(cfg: DictConfig, run_dir: Path) -> Accelerator:
+    """The run's Accelerator, seeded. All ranks draw the same global batch and take their
+    slice, so a run's result does not depend on the number of processes. Accelerate keeps its
+    settings process-wide and a sweep's next job may ask for another precision: reset first."""
+    tc = cfg.train
+    AcceleratorState._reset_state()
+    accelerator = Accelerator(
+        mixed_precision=tc.mixed_precision,
+        cpu=tc.cpu,
+        log_with=tracking.log_with(cfg.tracker),
+        project_dir=str(run_dir),
+    )
+    if tc.deterministic:  # CUDA's deterministic kernels; cuBLAS reads this before its first call
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    set_seed(tc.seed, deterministic=tc.deterministic)
+    torch.autograd.set_detect_anomaly(tc.detect_anomaly)
+    return accelerator
+
+
+def check_resolution(resolution: int, components: Components) -> None:
+    """The VAE maps ``resolution`` pixels to whole latent cells, or training would crop."""
+    factor = components.vae_scale_factor
+    if resolution < factor or resolution % factor:
+        raise ValueError(
+            f"dataset.resolution={resolution} is not a multiple of the VAE's factor {factor}: "
+            f"use {max(factor, resolution // factor * factor)} or "
+            f"{(resolution // factor + 1) * factor}"
+        )
+
+
+def draw_batch(
+    sampler: ViewSampler,
+    cache: LatentCache,
+    prompts: PromptSampler,
+    rng: torch.Generator,
+    word_text: str,
+    noise_offset: float,
+    components: Components,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """A global batch: views' latents drawn from their cached posteriors, noise (with an offset
+    if asked), timesteps, and each view's sentence from its own image's templates."""
+    view, flip = next(sampler)
+    latents = cache.sample(view, flip, rng)
+    noise = torch.randn(latents.shape, generator=rng)
+    if noise_offset:
+        noise += noise_offset * torch.randn(*latents.shape[:2], 1, 1, generator=rng)
+    steps = components.scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (len(view),), generator=rng)
+    sentences = prompts.sentences(cache.views.image_index[view].tolist(), word_text)
+    return latents, noise, timesteps, sentences
+
+
+def ldm_loss(
+    components: Components,
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    input_ids: list[torch.Tensor],
+    weight_dtype: torch.dtype,
+    min_snr_gamma: float | None = None,
+) -> torch.Tensor:
+    """The latent diffusion loss of the prompts' conditioning: MSE of the UNet's prediction to
+    the scheduler's target, per sample (min-SNR weighted if asked), averaged over the batch."""
+    noisy = components.scheduler.add_noise(latents, noise, timesteps).to(weight_dtype)
+    hidden, added = components.encode_prompt(input_ids)
+    pred = components.unet(noisy, timesteps, hidden, added_cond_kwargs=added).sample
+    target = diffusion_target(components, latents, noise, timesteps)
+    loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    if min_snr_gamma:
+        loss = loss * min_snr_weights(components, timesteps, min_snr_gamma)
+    return loss.mean()
+
+
+def diffusion_target(
+    components: Components, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
+    """What the UNet is trained to predict: the noise, or v = α_t·ε − σ_t·x0."""
+    if components.prediction_type == "v_prediction":
+        return components.scheduler.get_velocity(latents, noise, timesteps)
+    return noise
+
+
+def min_snr_weights(components: Components, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-γ loss weights (Hang et al. 2023): min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR+1) for v."""
+    snr = compute_snr(components.scheduler, timesteps)
+    if components.prediction_type == "v_prediction":
+        return snr.clamp(max=gamma) / (snr + 1)
+    return snr.clamp(max=gamma) / snr
 
 
 def validate(
@@ -373,15 +366,12 @@ def validate(
     files = embeddings.save(
         word.learned(step), folder / f"step_{step:06d}.safetensors", "diffusers"
     )
-    with word.plain_text_encoders() as tokenizers:
-        untouched = Components(**{**vars(components), "tokenizers": tokenizers})
-        pipe = untouched.pipeline(vc.scheduler)
-        pipe.set_progress_bar_config(disable=True)
+    source = tuple(files) if len(files) == 2 else files[0]
+    with sampling.pipeline_with_words(
+        components, [source], vc.scheduler, tokenizers=word.original_tokenizers
+    ) as (pipe, tokens):
         # The pipeline expands a multi-vector token itself: prompts carry the bare token.
-        token = embeddings.load_into_pipeline(
-            pipe, [tuple(files) if len(files) == 2 else files[0]]
-        )[0]
-        prompts = [p.format(token) for p in vc.prompts]
+        prompts = [p.format(tokens[0]) for p in vc.prompts]
         rows = sampling.sample(
             pipe,
             prompts,
@@ -391,27 +381,13 @@ def validate(
             vc.seed,
             components.resolution,
         )
-    picture = sampling.grid(rows)
+    picture = sampling.grid(rows, prompts)
     atomic_write(folder / f"step_{step:06d}.png", lambda tmp: picture.save(tmp, format="PNG"))
     tracking.log_images(accelerator, "validation", picture, step)
 
 
-def save_checkpoint(
-    folder, step, word, optimizer, lr_scheduler, sampler, rng, config_yaml, keep: int
-) -> None:
-    tensors = {f"vectors.{i}": v.detach().cpu() for i, v in enumerate(word.vectors)}
-    tensors["rng.sampler"] = sampler.generator.get_state()
-    tensors["rng.batch"] = rng.get_state()
-    state = {
-        "lr_scheduler": lr_scheduler.state_dict(),
-        "sampler_queue": sampler.state_dict()["queue"],
-    }
-    checkpoint.save(
-        folder,
-        checkpoint.Checkpoint(step, tensors, optimizer.state_dict(), state),
-        config_yaml,
-        keep=keep,
-    )
+def snapshot_path(run_dir: Path, step: int) -> Path:
+    return run_dir / "snapshots" / f"step_{step:06d}.safetensors"
 
 
 def export_path(run_dir: Path, fmt: str, learned: embeddings.LearnedWord) -> Path:

@@ -9,10 +9,9 @@ substitutes the new rows; this needs no `inputs_embeds` and works for both SDXL 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tirun.embeddings import LearnedWord
@@ -40,7 +39,11 @@ class PlaceholderEmbedding(nn.Module):
         index = input_ids - self.first_id
         is_new = (index >= 0) & (index < self.vectors.shape[0])
         rows = self.table(input_ids.clamp(max=self.table.num_embeddings - 1))
-        new_rows = self.vectors[index.clamp(0, self.vectors.shape[0] - 1)].to(rows.dtype)
+        # F.embedding, not `vectors[index]`: indexing's backward (index_put_ with accumulate)
+        # adds rows in an order that differs between processes on several CPU threads, while
+        # the embedding backward sums each row serially in index order.
+        new_rows = F.embedding(index.clamp(0, self.vectors.shape[0] - 1), self.vectors)
+        new_rows = new_rows.to(rows.dtype)
         return torch.where(is_new.unsqueeze(-1), new_rows, rows)
 
 
@@ -155,28 +158,3 @@ class Word:
             step=step,
             checkpoint_name=self.components.name,
         )
-
-    @contextmanager
-    def plain_text_encoders(self) -> Iterator[list]:
-        """Put the untouched tables and tokenizers back for the length of the block.
-
-        Validation loads the *saved file* through the loader users call, into the model as it
-        was before training; the training wrappers return afterwards.
-        """
-        encoders = self.components.text_encoders
-        wrappers = [e.get_input_embeddings() for e in encoders]
-        vocab_sizes = [e.config.vocab_size for e in encoders]
-        # transformers 5 resizes the table in place when a pipeline loads a word: keep the
-        # original weight tensor and row count to put back.
-        weights = [(t.weight.data, t.num_embeddings) for t in self.tables]
-        for encoder, table in zip(encoders, self.tables, strict=True):
-            encoder.set_input_embeddings(table)
-        try:
-            yield [copy.deepcopy(t) for t in self.original_tokenizers]
-        finally:
-            for encoder, wrapper, size in zip(encoders, wrappers, vocab_sizes, strict=True):
-                encoder.set_input_embeddings(wrapper)
-                encoder.config.vocab_size = size
-            for table, (weight, rows) in zip(self.tables, weights, strict=True):
-                table.weight.data = weight
-                table.num_embeddings = rows

@@ -38,8 +38,11 @@ def run(
     plain = plain or ctx.initializer
     classify, names = _classifier(ctx, attribute, classes, class_prompt)
     with ctx.pipeline(settings.scheduler, ctx.sources[:1]) as (pipe, tokens):
-        rows = ctx.sample(pipe, [p.format(tokens[0]) for p in prompts], settings, "word")
-        base = ctx.sample(pipe, [p.format(plain) for p in prompts], settings, "baseline")
+        written = [p.format(tokens[0]) for p in prompts]
+        plain_written = [p.format(plain) for p in prompts]
+        rows = ctx.sample(pipe, written, settings)
+        base = ctx.sample(pipe, plain_written, settings)
+    ctx.save_comparison(rows, base, written, plain_written)
     word = distribution(classify([im for row in rows for im in row]), names)
     baseline = distribution(classify([im for row in base for im in row]), names)
     return {

@@ -26,9 +26,10 @@ from diffusers import DDIMScheduler
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 
-from tirun.applications.context import Context, Sampling, check_templates
+from tirun.applications.context import Context, Sampling, check_templates, with_baseline
 from tirun.data import to_rgb
 from tirun.metrics.background import background_mse, background_psnr
+from tirun.metrics.clip import without_words
 from tirun.metrics.images import mask_crop, to_float, to_pil
 from tirun.toyworld.concepts import editing_scene
 
@@ -407,14 +408,14 @@ def run(
         base = edit_sources(
             pipe, prompt.format(ctx.initializer), sources, settings, options, fit=False
         )
-    ctx.save_grid(word["final"], "word")
-    ctx.save_grid(word["raw"], "raw")
-    ctx.save_grid(base["final"], "baseline")
+    titles = [f"{s.name}: source, mask, edits" for s in sources]
+    ctx.save_comparison(word["final"], base["final"], titles)
+    ctx.save_grid(word["raw"], "raw", titles)
 
     # Concept inside the mask: the edited region alone, cropped and framed like a single object.
     labels = [s.name for s in sources]
     expected = [ctx.concept.attributes] * len(sources) if ctx.concept else None
-    texts = [" ".join(prompt.replace("{}", " ").split())] * len(sources)
+    texts = [without_words(prompt)] * len(sources)
 
     def crops(rows: list[list[Image.Image]]) -> list[list[Image.Image]]:
         return [
@@ -428,11 +429,10 @@ def run(
         "crop_padding": crop_padding,
         "background_psnr": statistics.fmean(word["psnr"]),
         "background_mse": statistics.fmean(word["mse"]),
-        **ctx.scores(crops(word["final"]), labels, expected, texts),
-        **{
-            f"baseline_{k}": v
-            for k, v in ctx.scores(crops(base["final"]), labels, expected, texts).items()
-        },
+        **with_baseline(
+            ctx.scores(crops(word["final"]), labels, expected, texts),
+            ctx.scores(crops(base["final"]), labels, expected, texts),
+        ),
     }
     if word["psnr_fix"]:
         metrics["background_psnr_decoder_fix"] = statistics.fmean(word["psnr_fix"])

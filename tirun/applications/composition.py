@@ -7,6 +7,7 @@ with `application.tokens`). A right sample shows both concepts at once.
 from __future__ import annotations
 
 from tirun.applications.context import Context, Sampling, check_templates, with_baseline
+from tirun.metrics.clip import without_words
 from tirun.toyworld.concepts import CONCEPTS
 
 
@@ -54,12 +55,14 @@ def run(
                 f"application.concepts {concepts} disagree on {', '.join(clash)}: "
                 "no sample can show both; compose concepts that agree"
             )
-        ctx.toy = True
         expected = [{**first, **second}] * len(prompts)
-    texts = [" ".join(p.replace("{0}", " ").replace("{1}", " ").split()) for p in prompts]
+    texts = [without_words(p) for p in prompts]
     with ctx.pipeline(settings.scheduler, ctx.sources, tokens) as (pipe, names):
-        rows = ctx.sample(pipe, [p.format(*names) for p in prompts], settings, "word")
-        base = ctx.sample(pipe, [p.format(*initializers) for p in prompts], settings, "baseline")
+        written = [p.format(*names) for p in prompts]
+        baseline_written = [p.format(*initializers) for p in prompts]
+        rows = ctx.sample(pipe, written, settings)
+        base = ctx.sample(pipe, baseline_written, settings)
+    ctx.save_comparison(rows, base, written, baseline_written)
     word = ctx.scores(rows, prompts, expected, texts)
     baseline = ctx.scores(base, prompts, expected, texts)
     return {"samples": sum(len(row) for row in rows), **with_baseline(word, baseline)}

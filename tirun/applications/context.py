@@ -3,11 +3,10 @@ users load them, the toy concept behind the run, the scorers, and where pictures
 
 from __future__ import annotations
 
-import copy
 import logging
 import statistics
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,14 +18,13 @@ from PIL import Image
 from tirun import embeddings, sampling
 from tirun.files import atomic_write
 from tirun.metrics import oracle as oracle_metrics
-from tirun.metrics.clip import ClipScorer
+from tirun.metrics.clip import ClipScorer, without_words
 from tirun.metrics.clip import load_model as load_clip
 from tirun.metrics.dino import DinoScorer
 from tirun.metrics.dino import load_model as load_dino
 from tirun.models import Components
 from tirun.toyworld.concepts import CONCEPTS, Concept
 
-TOY_DATASET = "tirun.toyworld.concepts.concept_images"
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"  # the paper's evaluation model
 log = logging.getLogger(__name__)
 
@@ -53,39 +51,12 @@ class Sampling:
 
 
 def toy_concept(cfg: DictConfig) -> Concept | None:
-    """The toy concept the run's dataset renders, or None for a folder of real images."""
-    if OmegaConf.select(cfg, "dataset.images._target_") != TOY_DATASET:
+    """The toy concept the run's dataset renders (`dataset.concept` with no `dataset.path`), or
+    None for a folder of real images."""
+    name = OmegaConf.select(cfg, "dataset.concept")
+    if name is None or OmegaConf.select(cfg, "dataset.path"):
         return None
-    return CONCEPTS[cfg.dataset.images.name]
-
-
-@contextmanager
-def kept_tables(tables: Sequence) -> Iterator[None]:
-    """Give the embedding tables back their rows after the block: transformers resizes a
-    table in place when a pipeline loads a word into it."""
-    saved = [(table, table.weight.data, table.num_embeddings) for table in tables]
-    try:
-        yield
-    finally:
-        for table, data, rows in saved:
-            table.weight.data = data
-            table.num_embeddings = rows
-
-
-@contextmanager
-def restored_text_encoders(components: Components) -> Iterator[list]:
-    """Fresh tokenizer copies for the block; the encoders' tables come back afterwards, so
-    words loaded into a pipeline inside do not stay in the model."""
-    encoders = components.text_encoders
-    tables = [e.get_input_embeddings() for e in encoders]
-    sizes = [e.config.vocab_size for e in encoders]
-    try:
-        with kept_tables(tables):
-            yield [copy.deepcopy(t) for t in components.tokenizers]
-    finally:
-        for encoder, table, size in zip(encoders, tables, sizes, strict=True):
-            encoder.set_input_embeddings(table)
-            encoder.config.vocab_size = size
+    return CONCEPTS[name]
 
 
 class Context:
@@ -149,28 +120,18 @@ class Context:
         sources: Sequence | None = None,
         tokens: Sequence[str | None] | None = None,
     ) -> Iterator[tuple]:
-        """A pipeline over the model with the *saved* words loaded by the users' loader.
-
-        Yields (pipe, tokens); prompts carry the bare tokens. Clashing token names are refused
-        by `embeddings.load_into_pipeline` before the pipeline is touched.
-        """
-        if self.word is not None:
-            plain = self.word.plain_text_encoders()
-            kept = kept_tables(self.word.tables)
-        else:
-            plain, kept = restored_text_encoders(self.components), nullcontext()
-        with kept, plain as tokenizers:
-            components = Components(**{**vars(self.components), "tokenizers": tokenizers})
-            pipe = components.pipeline(scheduler)
-            pipe.set_progress_bar_config(disable=True)
-            names = embeddings.load_into_pipeline(pipe, list(sources or self.sources), tokens)
+        """A pipeline over the model with the *saved* words loaded by the users' loader
+        (`sampling.pipeline_with_words`); yields (pipe, tokens) and prompts carry the bare
+        tokens."""
+        tokenizers = self.word.original_tokenizers if self.word is not None else None
+        with sampling.pipeline_with_words(
+            self.components, list(sources or self.sources), scheduler, tokens, tokenizers
+        ) as (pipe, names):
             yield pipe, names
 
-    def sample(
-        self, pipe, prompts: Sequence[str], settings: Sampling, label: str
-    ) -> list[list[Image.Image]]:
-        """Rows of samples (one per prompt), also written as `samples/<name>/<label>.png`."""
-        rows = sampling.sample(
+    def sample(self, pipe, prompts: Sequence[str], settings: Sampling) -> list[list[Image.Image]]:
+        """Rows of samples, one per prompt, on the fixed seeds of ``settings``."""
+        return sampling.sample(
             pipe,
             list(prompts),
             settings.samples,
@@ -180,11 +141,31 @@ class Context:
             self.components.resolution,
             settings.batch_size,
         )
-        self.save_grid(rows, label)
-        return rows
 
-    def save_grid(self, rows: list[list[Image.Image]], label: str) -> Path:
-        picture = sampling.grid(rows)
+    def save_grid(
+        self, rows: list[list[Image.Image]], label: str, titles: Sequence[str] | None = None
+    ) -> Path:
+        """`samples/<name>/<label>.png`, each row headed by its title (its prompt)."""
+        picture = sampling.grid(rows, titles)
+        return self._save(picture, label)
+
+    def save_comparison(
+        self,
+        rows: list[list[Image.Image]],
+        baseline: list[list[Image.Image]],
+        titles: Sequence[str],
+        baseline_titles: Sequence[str] | None = None,
+    ) -> Path:
+        """`word.png`, `baseline.png` and `comparison.png`: the learned word's rows beside the
+        baseline's on the same seeds, in one figure."""
+        word = sampling.grid(rows, titles)
+        base = sampling.grid(baseline, baseline_titles or titles)
+        self._save(word, "word")
+        self._save(base, "baseline")
+        both = sampling.side_by_side([("learned word", word), ("baseline", base)])
+        return self._save(both, "comparison")
+
+    def _save(self, picture: Image.Image, label: str) -> Path:
         return atomic_write(
             self.folder / f"{label}.png", lambda tmp: picture.save(tmp, format="PNG")
         )
@@ -306,7 +287,7 @@ def word_and_baseline(
     ctx: Context, templates: Sequence[str], extras: Sequence[dict[str, str]], settings: Sampling
 ) -> dict:
     """Sample every template with the learned word and with its initializer, on the same seeds,
-    and score both; grids go to `word.png` and `baseline.png`.
+    and score both; the grids go to `word.png`, `baseline.png` and `comparison.png`.
 
     Args:
         ctx: the application's context.
@@ -315,12 +296,13 @@ def word_and_baseline(
         settings: sampling settings.
     """
     expected = [{**ctx.concept.attributes, **e} for e in extras] if ctx.concept else None
-    texts = [" ".join(t.replace("{}", " ").split()) for t in templates]
+    texts = [without_words(t) for t in templates]
     with ctx.pipeline(settings.scheduler, ctx.sources[:1]) as (pipe, tokens):
-        rows = ctx.sample(pipe, [t.format(tokens[0]) for t in templates], settings, "word")
-        base = ctx.sample(
-            pipe, [t.format(ctx.initializer) for t in templates], settings, "baseline"
-        )
+        prompts = [t.format(tokens[0]) for t in templates]
+        baseline_prompts = [t.format(ctx.initializer) for t in templates]
+        rows = ctx.sample(pipe, prompts, settings)
+        base = ctx.sample(pipe, baseline_prompts, settings)
+    ctx.save_comparison(rows, base, prompts, baseline_prompts)
     word = ctx.scores(rows, templates, expected, texts)
     baseline = ctx.scores(base, templates, expected, texts)
     return {"samples": sum(len(row) for row in rows), **with_baseline(word, baseline)}

@@ -8,6 +8,7 @@ directly (any local CLIP folder, ViT-B/32 by default).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -103,13 +104,7 @@ def _features(outputs: list) -> list[torch.Tensor]:
     return [o if torch.is_tensor(o) else o.pooler_output for o in outputs]
 
 
-def without_placeholder(prompt: str, placeholders: Sequence[str]) -> str:
-    """The prompt with the learned words removed, as the paper scores editability.
-
-    Args:
-        prompt: a prompt written with the placeholders.
-        placeholders: the tokens to remove.
-    """
-    for token in placeholders:
-        prompt = prompt.replace(token, " ")
-    return " ".join(prompt.split())
+def without_words(template: str) -> str:
+    """A prompt template with its word holes ("{}", "{0}", "{1}") left out, as the paper scores
+    editability: "a photo of a {} on the beach" -> "a photo of a on the beach"."""
+    return " ".join(re.sub(r"\{\d*\}", " ", template).split())

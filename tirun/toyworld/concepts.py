@@ -1,13 +1,17 @@
-"""Ready concepts for inversion, each with the ground truth that defines it.
+"""The toy world's concepts for inversion, each with the ground truth that defines it: ToyBench's
+registry and the toy datasets' source.
 
 A concept is a few renders of a combination the toy model never saw (or saw but never heard
 named, or saw with a skewed colour). Its ``attributes`` are what the oracle must read back from
-what the learned word generates; its ``prompts`` pair a sentence with the attributes a sample of
-it should show, so reconstruction and editability are scored the same way.
+what the learned word generates. Its prompts pair a sentence with the attributes a sample of it
+adds: the neutral ones score reconstruction, the others editability. The benchmark concepts are
+split once, here: settings, defaults and thresholds are chosen on ``dev`` only; ``test`` is
+reported and never tuned on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,62 +27,98 @@ from tirun.toyworld.render import (
     object_phrase,
     render,
     render_scene,
+    render_with_mask,
+    to_pil,
 )
 from tirun.toyworld.world import (
     BIAS_WORD,
-    HELD_OUT_OBJECT,
-    HELD_OUT_STYLE,
+    HELD_OUT,
+    HELD_OUT_OBJECTS,
+    HELD_OUT_STYLES,
     UNNAMED_SHAPE,
     is_held_out,
 )
 
 # "{}" is where the learned word goes; the dict is what a right sample shows besides the concept.
 EvalPrompt = tuple[str, dict[str, str]]
+SPLITS = ("dev", "test", "research", "bias")
+NAMED_SHAPES = tuple(s for s in SHAPES if s != UNNAMED_SHAPE)
+TECHNIQUES = ("outlined", "mosaic", "shadowed")  # the styles besides plain "filled"
+
+# The fixed split: one held-out colour of four shapes and two of the six styles for dev.
+DEV = (
+    "purple_star",
+    "red_square",
+    "orange_triangle",
+    "yellow_cross",
+    "purple_mosaic",
+    "blue_shadowed",
+)
 
 
 @dataclass(frozen=True)
 class Concept:
-    """A concept to invert: its ground truth, its training images and its evaluation prompts.
+    """A concept to invert: its ground truth, split, training images and evaluation prompts.
 
     Args:
-        name: key in ``CONCEPTS``.
-        kind: "object" or "style" (which template set TI should train with).
+        name: key in ``CONCEPTS`` (and folder name of ``python -m tirun.toybench --export``).
+        kind: "object" or "style" (which template set TI trains with).
+        split: "dev", "test", "research" (the unnamed shape) or "bias".
         attributes: the attributes that define the concept (what every sample must show).
-        initializer: a one-token word of the toy tokenizer to start the new word from.
-        prompts: evaluation sentences and the attributes they add.
+        initializer: its coarse class, a one-token word of the toy tokenizer.
+        reconstruction: neutral sentences: the concept alone.
+        editability: sentences that add a background or a style (objects) or a shape (styles).
+        draw: the attributes of image ``i`` of the concept.
         count: how many images the concept's dataset has by default.
         balanced: for a bias concept, the attribute whose spread is the point.
     """
 
     name: str
     kind: str
+    split: str
     attributes: dict[str, str]
     initializer: str
-    prompts: tuple[EvalPrompt, ...]
+    reconstruction: tuple[EvalPrompt, ...]
+    editability: tuple[EvalPrompt, ...]
+    draw: Callable[[int, np.random.Generator], Attributes] = field(repr=False)
     count: int = 5
     balanced: str | None = None
     salt: int = field(default=0, repr=False)
 
-    def expected(self, prompt: EvalPrompt) -> dict[str, str]:
-        """All attributes a sample of ``prompt`` should show: the concept's and the prompt's."""
-        return {**self.attributes, **prompt[1]}
-
     def image_attributes(self, n: int | None = None, seed: int = 0) -> list[Attributes]:
         """The attributes of the concept's ``n`` images (jitter differs per image)."""
         rng = np.random.default_rng((seed, self.salt))
-        return [_DRAW[self.name](i, rng) for i in range(n or self.count)]
+        return [self.draw(i, rng) for i in range(n or self.count)]
 
     def images(self, n: int | None = None, seed: int = 0) -> list[Image.Image]:
         """``n`` renders of the concept (default ``count``), deterministic in ``seed``."""
         rng = np.random.default_rng((seed, self.salt, 1))
         return [render(a, int(rng.integers(2**31))) for a in self.image_attributes(n, seed)]
 
+    def images_with_masks(
+        self, n: int | None = None, seed: int = 0
+    ) -> list[tuple[Image.Image, Image.Image]]:
+        """`images` (the very same pixels) with each object's mask (white = the object)."""
+        rng = np.random.default_rng((seed, self.salt, 1))
+        pairs = []
+        for attrs in self.image_attributes(n, seed):
+            image, mask = render_with_mask(attrs, int(rng.integers(2**31)))
+            pairs.append(
+                (to_pil(image), Image.fromarray((mask * 255).round().astype(np.uint8), "L"))
+            )
+        return pairs
+
+    def line(self) -> str:
+        """``name kind split attr=value,... initializer=word``: one line of ``--list``."""
+        attrs = ",".join(f"{k}={v}" for k, v in self.attributes.items()) or "-"
+        return f"{self.name} {self.kind} {self.split} {attrs} initializer={self.initializer}"
+
 
 def _seen(rng: np.random.Generator, **fixed: str) -> Attributes:
     """Random attributes around ``fixed`` that avoid the held-out combinations and the unnamed shape."""
     while True:
         attrs = Attributes(
-            shape=fixed.get("shape") or str(rng.choice([s for s in SHAPES if s != UNNAMED_SHAPE])),
+            shape=fixed.get("shape") or str(rng.choice(NAMED_SHAPES)),
             colour=fixed.get("colour") or str(rng.choice(list(COLOURS))),
             background=fixed.get("background") or str(rng.choice(BACKGROUNDS)),
             style=fixed.get("style") or "filled",
@@ -87,83 +127,124 @@ def _seen(rng: np.random.Generator, **fixed: str) -> Attributes:
             return attrs
 
 
-_DRAW = {
-    # object: varying background (cycled, so 4+ images show every one), filled
-    "held_out_object": lambda i, rng: Attributes(
-        **HELD_OUT_OBJECT, background=BACKGROUNDS[i % len(BACKGROUNDS)], style="filled"
-    ),
-    # style: varying shapes and backgrounds in the held-out technique + palette
-    "held_out_style": lambda i, rng: Attributes(
-        shape=SHAPES[i % (len(SHAPES) - 1)],
-        background=BACKGROUNDS[(i + 1) % len(BACKGROUNDS)],
-        **HELD_OUT_STYLE,
-    ),
-    "unnamed_shape": lambda i, rng: Attributes(
-        shape=UNNAMED_SHAPE,
-        colour=list(COLOURS)[i % len(COLOURS)],
-        background=BACKGROUNDS[i % len(BACKGROUNDS)],
-        style="filled",
-    ),
-    # one per colour: the balanced set an inclusive "toy" is learned from
-    "balanced_toy": lambda i, rng: _seen(rng, colour=list(COLOURS)[i % len(COLOURS)]),
-}
+def _allowed(**attrs: str) -> bool:
+    """True when no held-out combination is made of ``attrs`` alone (e.g. style and colour)."""
+    return not any(
+        combo.keys() <= attrs.keys() and all(attrs[k] == v for k, v in combo.items())
+        for combo in HELD_OUT
+    )
 
-_OBJECT_PROMPTS: tuple[EvalPrompt, ...] = (
+
+_OBJECT_RECONSTRUCTION: tuple[EvalPrompt, ...] = (
     ("a photo of a {}", {}),
-    ("a photo of a {} on grass", {"background": "grass"}),
-    ("a photo of a {} on sand", {"background": "sand"}),
-    ("a photo of a {} on white", {"background": "white"}),
-    ("a painting of a {} in the style of shadowed", {"style": "shadowed"}),
-    ("a painting of a {} in the style of outlined", {"style": "outlined"}),
+    ("a rendering of a {}", {}),
+    ("a good photo of a {}", {}),
+)
+_STYLE_RECONSTRUCTION: tuple[EvalPrompt, ...] = (
+    ("a painting in the style of {}", {}),
+    ("a rendering in the style of {}", {}),
+    ("a good painting in the style of {}", {}),
 )
 
-CONCEPTS: dict[str, Concept] = {
-    "held_out_object": Concept(
-        name="held_out_object",
+
+def _object(held: dict[str, str], salt: int) -> Concept:
+    shape, colour = held["shape"], held["colour"]
+    # Edits that keep the concept a seen pairing of everything else: three backgrounds and the
+    # two techniques its colour is still drawn in.
+    techniques = [t for t in TECHNIQUES if _allowed(style=t, colour=colour)][:2]
+    return Concept(
+        name=f"{colour}_{shape}",
         kind="object",
-        attributes=dict(HELD_OUT_OBJECT),
-        initializer="star",
-        prompts=_OBJECT_PROMPTS,
-        salt=1,
-    ),
-    "held_out_style": Concept(
-        name="held_out_style",
-        kind="style",
-        attributes=dict(HELD_OUT_STYLE),
-        initializer="mosaic",
-        prompts=(
-            ("a painting in the style of {}", {}),
-            ("a painting of a circle in the style of {}", {"shape": "circle"}),
-            ("a painting of a square in the style of {}", {"shape": "square"}),
-            ("a painting of a triangle in the style of {}", {"shape": "triangle"}),
-            ("a painting of a cross in the style of {}", {"shape": "cross"}),
+        split="dev" if f"{colour}_{shape}" in DEV else "test",
+        attributes=dict(held),
+        initializer=shape,
+        reconstruction=_OBJECT_RECONSTRUCTION,
+        editability=(
+            ("a photo of a {} on grass", {"background": "grass"}),
+            ("a photo of a {} on sand", {"background": "sand"}),
+            ("a photo of a {} on white", {"background": "white"}),
+            *((f"a painting of a {{}} in the style of {t}", {"style": t}) for t in techniques),
         ),
-        salt=2,
-    ),
-    "unnamed_shape": Concept(
+        # varying background (cycled, so 4+ images show every one), filled
+        draw=lambda i, rng: Attributes(
+            shape=shape, colour=colour, background=BACKGROUNDS[i % len(BACKGROUNDS)], style="filled"
+        ),
+        salt=salt,
+    )
+
+
+def _style(held: dict[str, str], salt: int) -> Concept:
+    technique, colour = held["style"], held["colour"]
+    # Its images and edits show shapes that are seen in its palette (the object concepts' pairs
+    # stay unseen everywhere).
+    shapes = [s for s in NAMED_SHAPES if _allowed(shape=s, colour=colour)]
+    return Concept(
+        name=f"{colour}_{technique}",
+        kind="style",
+        split="dev" if f"{colour}_{technique}" in DEV else "test",
+        attributes=dict(held),
+        initializer=technique,
+        reconstruction=_STYLE_RECONSTRUCTION,
+        editability=tuple(
+            (f"a painting of a {s} in the style of {{}}", {"shape": s}) for s in shapes
+        ),
+        draw=lambda i, rng: Attributes(
+            shape=shapes[i % len(shapes)],
+            colour=colour,
+            background=BACKGROUNDS[(i + 1) % len(BACKGROUNDS)],
+            style=technique,
+        ),
+        salt=salt,
+    )
+
+
+_BENCHMARK = [_object(held, 10 + i) for i, held in enumerate(HELD_OUT_OBJECTS)] + [
+    _style(held, 30 + i) for i, held in enumerate(HELD_OUT_STYLES)
+]
+_OTHERS = [
+    Concept(
         name="unnamed_shape",
         kind="object",
+        split="research",
         attributes={"shape": UNNAMED_SHAPE},
         initializer="square",
-        prompts=(
-            ("a photo of a {}", {}),
+        reconstruction=(("a photo of a {}", {}),),
+        editability=(
             ("a photo of a red {}", {"colour": "red"}),
             ("a photo of a blue {} on sand", {"colour": "blue", "background": "sand"}),
             ("a painting of a {} in the style of mosaic", {"style": "mosaic"}),
         ),
+        draw=lambda i, rng: Attributes(
+            shape=UNNAMED_SHAPE,
+            colour=list(COLOURS)[i % len(COLOURS)],
+            background=BACKGROUNDS[i % len(BACKGROUNDS)],
+            style="filled",
+        ),
         salt=3,
     ),
-    "balanced_toy": Concept(
+    Concept(
         name="balanced_toy",
         kind="object",
+        split="bias",
         attributes={},
         initializer=BIAS_WORD,
-        prompts=(("a photo of a {}", {}), ("a photo of a {} on grass", {"background": "grass"})),
+        reconstruction=(("a photo of a {}", {}),),
+        editability=(("a photo of a {} on grass", {"background": "grass"}),),
+        # one per colour: the balanced set an inclusive "toy" is learned from
+        draw=lambda i, rng: _seen(rng, colour=list(COLOURS)[i % len(COLOURS)]),
         count=len(COLOURS),
         balanced="colour",
         salt=4,
     ),
-}
+]
+CONCEPTS: dict[str, Concept] = {c.name: c for c in _BENCHMARK + _OTHERS}
+
+
+def split(name: str) -> list[Concept]:
+    """The concepts of split ``name`` (``dev``, ``test``, ``research``, ``bias``), in order."""
+    if name not in SPLITS:
+        raise ValueError(f"split={name!r} is unknown; use one of {SPLITS}")
+    return [c for c in CONCEPTS.values() if c.split == name]
 
 
 def _concept(name: str, key: str) -> Concept:
@@ -173,14 +254,8 @@ def _concept(name: str, key: str) -> Concept:
 
 
 def concept_images(name: str, count: int = 5, seed: int = 0) -> list[Image.Image]:
-    """The images of concept ``name``: the Hydra ``_target_`` of the toy dataset configs.
-
-    Args:
-        name: a key of ``CONCEPTS``.
-        count: how many renders.
-        seed: which jitter.
-    """
-    return _concept(name, "dataset.images.name").images(count, seed)
+    """The ``count`` images of concept ``name`` (seed ``seed`` picks the jitter)."""
+    return _concept(name, "dataset.concept").images(count, seed)
 
 
 def concept_captions(name: str, count: int = 5, seed: int = 0) -> list[list[str]]:

@@ -26,25 +26,21 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline
 from diffusers.training_utils import EMAModel
 from transformers import CLIPTokenizer
 
+from tirun.models import build_part
 from tirun.toyworld import oracle as oracle_lib
-from tirun.toyworld.arch import (
-    MAX_LENGTH,
-    build_scheduler,
-    build_text_encoder,
-    build_unet,
-    build_vae,
-)
 from tirun.toyworld.budget import Budget
 from tirun.toyworld.render import Attributes, render_array
+from tirun.toyworld.tokenizer import template_words, write_tokenizer
 from tirun.toyworld.world import (
     FREE_LAYOUT_P,
     pretraining_caption,
     sample_pretraining,
     toy_words,
 )
-from tirun.vocab import template_words, write_tokenizer
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "toy"
+ARCH = "toy"  # tirun/assets/arch/toy: the shapes, and why (its README)
+MAX_LENGTH = 77  # tokens per caption, as CLIP's
 
 
 class Log:
@@ -101,7 +97,7 @@ def stage_vae(out: Path, args: argparse.Namespace, log: Log) -> None:
     gen = torch.Generator().manual_seed(args.seed)
     images, _, _ = pretraining_pool(args.pool, args.seed)
     log(f"vae: pool of {len(images)} renders")
-    vae = build_vae()
+    vae = build_part(ARCH, "vae")
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
     # 2. loop
     vae.train()
@@ -169,7 +165,8 @@ def stage_denoiser(out: Path, args: argparse.Namespace, log: Log) -> None:
         f"denoiser: cached {tuple(latents.shape)} latents, std {latents.std():.3f}; vocab {len(tokenizer)}"
     )
     # 2. models
-    text_encoder, unet, scheduler = build_text_encoder(tokenizer), build_unet(), build_scheduler()
+    text_encoder = build_part(ARCH, "text_encoder", tokenizer)
+    unet, scheduler = build_part(ARCH, "unet"), build_part(ARCH, "scheduler")
     params = list(unet.parameters()) + list(text_encoder.parameters())
     log(
         f"unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M, text encoder {sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f} M"

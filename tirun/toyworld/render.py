@@ -163,6 +163,14 @@ def render_array(attrs: Attributes, seed: int, free_layout: bool = False) -> np.
     The object is large and near the centre, or with ``free_layout`` small (half-size 4.5–8 px,
     the size of a scene's objects) and anywhere it fits in the frame.
     """
+    return render_with_mask(attrs, seed, free_layout)[0]
+
+
+def render_with_mask(
+    attrs: Attributes, seed: int, free_layout: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`render_array`'s image and the object's coverage mask (32×32 in [0, 1]; a shadow is
+    not the object)."""
     rng = np.random.default_rng(seed)
     canvas = _background(attrs.background, rng)
     r = rng.uniform(8.0, 11.0)
@@ -170,8 +178,8 @@ def render_array(attrs: Attributes, seed: int, free_layout: bool = False) -> np.
     if free_layout:
         r = rng.uniform(4.5, 8.0)
         cx, cy = rng.uniform(r + 1, SIZE - r - 1, 2)
-    _paint(canvas, attrs, cx, cy, r, rng)
-    return np.clip(canvas, 0.0, 1.0)
+    mask = _paint(canvas, attrs, cx, cy, r, rng)
+    return np.clip(canvas, 0.0, 1.0), mask
 
 
 def to_pil(array: np.ndarray) -> Image.Image:

@@ -6,7 +6,7 @@ turned into merges by training a byte-level BPE on it until every word is one to
 vocabulary is laid out as CLIP's is: 256 byte symbols, the same with ``</w>``, one entry per
 merge, then ``<|startoftext|>`` and ``<|endoftext|>``.
 
-    python -m tirun.vocab OUT_DIR  # rebuilds the tokenizer the tiny models ship with
+    python -m tirun.toyworld.tokenizer OUT_DIR  # rebuilds the tokenizer the tiny models ship with
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, trainers
 
 from tirun.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
+from tirun.toyworld.world import toy_words
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 END_OF_WORD = "</w>"
@@ -171,9 +172,11 @@ def template_words() -> list[str]:
 
 
 def main() -> None:
-    out = sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).parent / "assets" / "tokenizer")
-    from tirun.toyworld.world import toy_words
-
+    out = (
+        sys.argv[1]
+        if len(sys.argv) > 1
+        else str(Path(__file__).parents[1] / "assets" / "tokenizer")
+    )
     write_tokenizer(template_words() + TINY_WORDS + toy_words(), out)
     print(f"wrote {out}")
 

@@ -1,0 +1,372 @@
+"""Bad input gets one line that says what to fix, never a traceback, and loses nothing.
+
+Each case runs the command line (`tirun.__main__.cli`, as `python -m tirun` does) in a run folder
+that already holds an earlier run's files, and asserts: a non-zero exit, exactly one
+`tirun: error: ...` line naming the problem, no traceback or Hydra error block, and the earlier
+files byte for byte as they were.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import resource
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+from safetensors.torch import save_file
+
+from tests.conftest import make_images, tirun_process
+from tirun import __main__ as tirun_main
+
+TINY = ("model=tiny", "tracker=none", "train.batch_size=2", "train.checkpoint_every=0")
+EARLIER = {"learned_embeds.safetensors": b"an earlier run's word", "notes.txt": b"keep me\n"}
+
+
+@dataclass
+class Outcome:
+    code: int
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("tirun: error:")]
+
+
+def run_cli(run_dir: Path, *args: str, capsys, monkeypatch) -> Outcome:
+    """The command line in this process, writing into ``run_dir`` (which holds earlier files)."""
+    for name, data in EARLIER.items():
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_bytes(data)
+    GlobalHydra.instance().clear()
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["tirun", *args, f"hydra.run.dir={run_dir}"])
+    try:
+        tirun_main.cli()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    return Outcome(code, capsys.readouterr().err)
+
+
+def assert_one_line(outcome: Outcome, run_dir: Path, *names: str) -> None:
+    assert outcome.code != 0, outcome.stderr
+    assert len(outcome.error_lines) == 1, outcome.stderr
+    line = outcome.error_lines[0]
+    for name in names:
+        assert name in line, line
+    assert "Traceback" not in outcome.stderr
+    assert "HYDRA_FULL_ERROR" not in outcome.stderr and "full_key" not in outcome.stderr
+    for name, data in EARLIER.items():
+        assert (run_dir / name).read_bytes() == data, f"{name} was changed"
+
+
+@pytest.fixture
+def cli(tmp_path, capsys, monkeypatch):
+    def call(*args: str) -> tuple[Outcome, Path]:
+        run_dir = tmp_path / "run"
+        return run_cli(run_dir, *args, capsys=capsys, monkeypatch=monkeypatch), run_dir
+
+    return call
+
+
+def _word_file(path: Path, width: int = 32) -> Path:
+    save_file({"<w>": torch.zeros(1, width)}, str(path))
+    return path
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+# --- images and folders ------------------------------------------------------------------
+
+
+def test_a_missing_image_folder(cli, tmp_path):
+    outcome, run_dir = cli(*TINY, f"dataset.path={tmp_path / 'nowhere'}")
+    assert_one_line(outcome, run_dir, "dataset.path", "is not a folder")
+
+
+def test_an_empty_image_folder(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    outcome, run_dir = cli(*TINY, f"dataset.path={tmp_path / 'empty'}")
+    assert_one_line(outcome, run_dir, "holds no images")
+
+
+def test_an_image_path_that_is_a_file(cli, tmp_path):
+    make_images(tmp_path / "images")
+    outcome, run_dir = cli(*TINY, f"dataset.path={tmp_path / 'images' / '0.png'}")
+    assert_one_line(outcome, run_dir, "is not a folder")
+
+
+def test_a_folder_of_text_files_only(cli, tmp_path):
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("not an image")
+    outcome, run_dir = cli(*TINY, f"dataset.path={tmp_path / 'texts'}")
+    assert_one_line(outcome, run_dir, "holds no images")
+
+
+def test_an_image_of_random_bytes(cli, tmp_path):
+    folder = make_images(tmp_path / "images")
+    (folder / "9.png").write_bytes(bytes(range(256)) * 4)
+    outcome, run_dir = cli(*TINY, f"dataset.path={folder}")
+    assert_one_line(outcome, run_dir, "cannot read image", "9.png")
+
+
+def test_a_truncated_image(cli, tmp_path):
+    folder = make_images(tmp_path / "images")
+    whole = (folder / "0.png").read_bytes()
+    (folder / "0.png").write_bytes(whole[: len(whole) // 2])
+    outcome, run_dir = cli(*TINY, f"dataset.path={folder}")
+    assert_one_line(outcome, run_dir, "cannot read image", "0.png")
+
+
+def test_a_folder_named_like_an_image(cli, tmp_path):
+    folder = make_images(tmp_path / "images")
+    (folder / "5.png").mkdir()
+    outcome, run_dir = cli(*TINY, f"dataset.path={folder}")
+    assert_one_line(outcome, run_dir, "5.png")
+
+
+def test_no_dataset_at_all(cli):
+    outcome, run_dir = cli(*TINY)
+    assert_one_line(outcome, run_dir, "dataset.path is not set", "dataset=toy_object")
+
+
+# --- config values -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [
+        ("train.max_steps=0", ("train.max_steps=0", "1 or more")),
+        ("dataset.resolution=7", ("dataset.resolution=7", "multiple of the VAE's factor 2")),
+        ("train.attention=flash", ("train.attention='flash'", "sdpa")),
+        ("dataset.crop=diagonal", ("dataset.crop='diagonal'",)),
+        ("dataset.flip_p=2", ("dataset.flip_p=2",)),
+        ("dataset.repeats=0", ("dataset.repeats=0",)),
+        ("word.num_vectors=0", ("word.num_vectors=0",)),
+        ("word.initializer='two words'", ("word.initializer='two words'", "not one")),
+        ("word.token=toy", ("word.token='toy'", "already in the vocabulary")),
+        ("train.max_stepz=3", ("train.max_stepz is not a config key",)),
+        ("model=sd99", ("sd99",)),
+    ],
+)
+def test_a_bad_config_value(cli, image_folder, override, names):
+    outcome, run_dir = cli(*TINY, f"dataset.path={image_folder}", override)
+    assert_one_line(outcome, run_dir, *names)
+
+
+def test_a_model_path_that_does_not_exist(cli, image_folder, tmp_path):
+    missing = tmp_path / "models" / "sd"
+    outcome, run_dir = cli(
+        "model=sd15", f"model.path={missing}", "tracker=none", f"dataset.path={image_folder}"
+    )
+    assert_one_line(outcome, run_dir, "model.path=", "is not a folder")
+
+
+def test_a_preset_takes_your_own_images(cli, image_folder):
+    """`+exp=object dataset.path=...` trains on the folder, not the preset's toy concept."""
+    outcome, run_dir = cli(
+        "+exp=object", *TINY, f"dataset.path={image_folder}", "~application", "train.max_steps=2"
+    )
+    assert outcome.code == 0, outcome.stderr
+    assert (run_dir / "learned_embeds.safetensors").read_bytes() != EARLIER[
+        "learned_embeds.safetensors"
+    ]
+
+
+def test_the_debug_preset_runs_as_it_is(cli):
+    outcome, run_dir = cli("+debug=default")
+    assert outcome.code == 0, outcome.stderr
+    assert (run_dir / "samples" / "validation" / "step_000004.png").is_file()
+
+
+# --- word files --------------------------------------------------------------------------
+
+
+def _apply(cli, *args: str):
+    return cli(
+        "model=tiny",
+        "tracker=none",
+        "application=variation",
+        "application.sampling.samples=1",
+        "application.sampling.steps=1",
+        *args,
+    )
+
+
+def test_a_missing_word_file(cli, tmp_path):
+    outcome, run_dir = _apply(cli, f"embeddings=[{tmp_path / 'nope.safetensors'}]")
+    assert_one_line(outcome, run_dir, "nope.safetensors", "does not exist")
+
+
+def test_a_word_of_the_wrong_width(cli, tmp_path):
+    word = _word_file(tmp_path / "wide.safetensors", width=48)
+    outcome, run_dir = _apply(cli, f"embeddings=[{word}]")
+    assert_one_line(outcome, run_dir, "48")
+
+
+def test_a_word_file_of_random_bytes(cli, tmp_path):
+    word = tmp_path / "noise.safetensors"
+    word.write_bytes(bytes(range(200)))
+    outcome, run_dir = _apply(cli, f"embeddings=[{word}]")
+    assert_one_line(outcome, run_dir, "noise.safetensors")
+
+
+def test_a_pickle_that_runs_code_is_refused(cli, tmp_path, capfd):
+    word = tmp_path / "evil.pt"
+    buffer = io.BytesIO()
+    pickle.dump({"string_to_param": {"*": _Evil()}}, buffer)
+    word.write_bytes(buffer.getvalue())
+    outcome, run_dir = _apply(cli, f"embeddings=[{word}]")
+    assert_one_line(outcome, run_dir, "evil.pt")
+    assert "unpickled!" not in capfd.readouterr().out
+
+
+def test_a_word_file_with_an_unknown_suffix(cli, tmp_path):
+    word = tmp_path / "word.txt"
+    word.write_text("vectors")
+    outcome, run_dir = _apply(cli, f"embeddings=[{word}]")
+    assert_one_line(outcome, run_dir, "word.txt")
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+
+def test_resume_latest_without_checkpoints(cli, image_folder):
+    outcome, run_dir = cli(*TINY, f"dataset.path={image_folder}", "resume=latest")
+    assert_one_line(outcome, run_dir, "resume=latest found no complete checkpoint")
+
+
+def test_resume_from_a_folder_that_is_not_a_checkpoint(cli, image_folder, tmp_path):
+    outcome, run_dir = cli(*TINY, f"dataset.path={image_folder}", f"resume={tmp_path}")
+    assert_one_line(outcome, run_dir, "is not a complete checkpoint folder")
+
+
+def test_resume_when_every_checkpoint_is_damaged(cli, image_folder):
+    common = (*TINY, f"dataset.path={image_folder}", "train.max_steps=2")
+    outcome, run_dir = cli(*common[:-1], "train.checkpoint_every=1", "train.max_steps=2")
+    assert outcome.code == 0, outcome.stderr
+    for tensors in (run_dir / "checkpoints").glob("step_*/tensors.safetensors"):
+        tensors.write_bytes(bytes(reversed(tensors.read_bytes())))
+    outcome, run_dir = cli(*common, "train.checkpoint_every=1", "resume=latest")
+    assert_one_line(outcome, run_dir, "no intact checkpoint", "step_000002", "step_000001")
+
+
+# --- templates ---------------------------------------------------------------------------
+
+
+def test_a_template_file_that_is_missing(cli, image_folder, tmp_path):
+    outcome, run_dir = cli(
+        *TINY, f"dataset.path={image_folder}", "template=file", f"template.path={tmp_path / 't'}"
+    )
+    assert_one_line(outcome, run_dir, "template.path=", "is not a file")
+
+
+def test_a_template_file_without_a_hole(cli, image_folder, tmp_path):
+    (tmp_path / "t.txt").write_text("a photo of a thing\n")
+    outcome, run_dir = cli(
+        *TINY,
+        f"dataset.path={image_folder}",
+        "template=file",
+        f"template.path={tmp_path / 't.txt'}",
+    )
+    assert_one_line(outcome, run_dir, "t.txt", "exactly one '{}'")
+
+
+def test_captions_missing_beside_an_image(cli, image_folder):
+    outcome, run_dir = cli(*TINY, f"dataset.path={image_folder}", "template=captions")
+    assert_one_line(outcome, run_dir, "template=captions needs 0.txt")
+
+
+# --- masks -------------------------------------------------------------------------------
+
+
+def _bld(cli, *args: str):
+    return cli(
+        "model=tiny",
+        "tracker=none",
+        "application=bld",
+        "application.sampling.samples=1",
+        "application.sampling.steps=2",
+        "application.decoder_fix.steps=0",
+        *args,
+    )
+
+
+def test_an_edit_image_without_its_mask(cli, tmp_path):
+    word = _word_file(tmp_path / "w.safetensors")
+    source = make_images(tmp_path / "src", count=1) / "0.png"
+    outcome, run_dir = _bld(cli, f"embeddings=[{word}]", f"application.image={source}")
+    assert_one_line(outcome, run_dir, "application.image needs application.mask")
+
+
+def test_a_mask_that_is_not_an_image(cli, tmp_path):
+    word = _word_file(tmp_path / "w.safetensors")
+    source = make_images(tmp_path / "src", count=1) / "0.png"
+    mask = tmp_path / "mask.png"
+    mask.write_text("white here")
+    outcome, run_dir = _bld(
+        cli, f"embeddings=[{word}]", f"application.image={source}", f"application.mask={mask}"
+    )
+    assert_one_line(outcome, run_dir, "application.mask=", "cannot be read")
+
+
+def test_an_empty_mask(cli, tmp_path):
+    word = _word_file(tmp_path / "w.safetensors")
+    source = make_images(tmp_path / "src", count=1) / "0.png"
+    mask = tmp_path / "mask.png"
+    Image.new("L", Image.open(source).size, 0).save(mask)
+    outcome, run_dir = _bld(
+        cli, f"embeddings=[{word}]", f"application.image={source}", f"application.mask={mask}"
+    )
+    assert_one_line(outcome, run_dir, "mask")
+
+
+# --- disk and permissions ----------------------------------------------------------------
+
+
+def test_a_run_folder_inside_a_file(cli, image_folder, tmp_path):
+    blocker = tmp_path / "run" / "checkpoints"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the checkpoints folder goes")
+    outcome, run_dir = cli(
+        *TINY[:-1], f"dataset.path={image_folder}", "train.checkpoint_every=1", "train.max_steps=1"
+    )
+    assert_one_line(outcome, run_dir, "checkpoints")
+    assert blocker.read_text() == "a file where the checkpoints folder goes"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE as a full disk: Linux")
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(image_folder, tmp_path):
+    """A file-size limit stands in for a full disk: writing past it fails with EFBIG."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("keep me\n")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))
+
+    result = tirun_process(
+        *TINY[:-1],
+        f"dataset.path={image_folder}",
+        "train.checkpoint_every=1",
+        "train.max_steps=2",
+        "hydra.output_subdir=null",
+        "hydra/job_logging=none",
+        f"hydra.run.dir={run_dir}",
+        preexec_fn=limit,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tirun: error:")]
+    assert len(errors) == 1 and "File too large" in errors[0] and "free disk space" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert (run_dir / "notes.txt").read_text() == "keep me\n"
+    assert "max_steps: 2" in (run_dir / "config.yaml").read_text()

@@ -1,0 +1,129 @@
+"""ToyBench: the fixed split, the exported images, scoring any tool's words, the intervals, and a
+run's curve and report on the toy model (tiny budgets)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+
+from tests.conftest import compose_config
+from tirun import embeddings
+from tirun.__main__ import run as run_command
+from tirun.embeddings import LearnedWord
+from tirun.toybench import __main__ as toybench
+from tirun.toybench.report import report
+from tirun.toybench.stats import bootstrap_mean
+from tirun.toyworld.concepts import CONCEPTS, DEV, split
+from tirun.toyworld.world import is_held_out
+
+
+def test_the_split_is_fixed_disjoint_and_large_enough():
+    dev, test = split("dev"), split("test")
+    assert [c.name for c in dev] == [
+        "purple_star", "red_square", "orange_triangle", "yellow_cross", "purple_mosaic",
+        "blue_shadowed",
+    ]  # fmt: skip
+    assert {c.name for c in dev} == set(DEV) and not {c.name for c in dev} & {c.name for c in test}
+    kinds = [c.kind for c in dev], [c.kind for c in test]
+    assert kinds[0].count("object") >= 4 and kinds[0].count("style") >= 2
+    assert kinds[1].count("object") + kinds[0].count("object") >= 12
+    assert kinds[1].count("style") + kinds[0].count("style") >= 6
+    assert [c.name for c in split("research")] == ["unnamed_shape"]
+
+
+def test_every_benchmark_concept_is_a_combination_pretraining_never_draws():
+    for concept in split("dev") + split("test"):
+        assert all(is_held_out(attrs) for attrs in concept.image_attributes()), concept.name
+
+
+def test_list_prints_one_line_per_concept(capsys):
+    assert toybench.main(["--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(CONCEPTS)
+    assert "purple_star object dev shape=star,colour=purple initializer=star" in lines
+    assert "purple_mosaic style dev style=mosaic,colour=purple initializer=mosaic" in lines
+
+
+def test_export_writes_the_very_images_training_uses(tmp_path):
+    toybench.export(tmp_path)
+    for name in ("purple_star", "green_shadowed", "unnamed_shape"):
+        cfg = compose_config("+toybench=default", f"dataset.concept={name}")
+        trained = instantiate(cfg.dataset.images)
+        folder = tmp_path / name
+        exported = [Image.open(folder / f"{i:02d}.png") for i in range(len(trained))]
+        assert [np.asarray(e).tobytes() for e in exported] == [
+            np.asarray(t).tobytes() for t in trained
+        ]
+        mask = np.asarray(Image.open(folder / "masks" / "00.png"))
+        assert mask.shape == (32, 32) and 40 < (mask > 127).sum() < 32 * 32 * 0.8
+        assert (folder / "00.txt").read_text().count("{}") >= 19  # its own sentences
+        assert json.loads((folder / "concept.json").read_text())["split"] == CONCEPTS[name].split
+
+
+def test_the_bootstrap_interval_of_a_known_case():
+    # 400 concepts of one word each, half always right and half never: the mean is 0.5 and the
+    # concept-level interval is the binomial one, 0.5 ± 1.96·sqrt(0.25/400) ≈ ±0.049.
+    words = {f"c{i}": [[i % 2] * 8] for i in range(400)}
+    mean, low, high = bootstrap_mean(words, iterations=1000)
+    assert mean == 0.5
+    assert low == pytest.approx(0.451, abs=0.012) and high == pytest.approx(0.549, abs=0.012)
+    # no spread at any level: the interval is the point
+    assert bootstrap_mean({"a": [[1, 1], [1, 1]], "b": [[1, 1]]}) == (1.0, 1.0, 1.0)
+
+
+def _tiny_bench(tmp_path, *extra: str):
+    cfg = compose_config(
+        "+toybench=default",
+        "dataset.concept=red_square",
+        "tracker=none",
+        "train.max_steps=4",
+        "train.snapshot_every=2",
+        "application.every=2",
+        "application.samples_per_set=2",
+        "application.sampling.steps=2",
+        *extra,
+    )
+    return run_command(cfg, tmp_path)
+
+
+def test_a_run_scores_the_initializer_every_snapshot_and_the_final_word(tmp_path):
+    metrics = _tiny_bench(tmp_path / "paper" / "0")
+    bench = metrics["applications"]["toybench"]
+    assert [p["step"] for p in bench["curve"]] == [0, 2, 4]
+    assert bench["curve"][0]["seconds"] == 0.0 and bench["curve"][-1]["seconds"] > 0
+    assert all(0 <= p["reconstruction"] <= 1 and 0 <= p["editability"] <= 1 for p in bench["curve"])
+    assert len(bench["outcomes"]["reconstruction"]) == 3 * 1  # 3 prompts, ceil(2/3) each
+    assert (tmp_path / "paper" / "0" / "samples" / "toybench" / "final.png").is_file()
+
+    common = _tiny_bench(tmp_path / "common" / "0", "train.loop=common")
+    assert common["loop"] == "common" and len(common["snapshots"]) == 2
+    assert [p["step"] for p in common["applications"]["toybench"]["curve"]] == [0, 2, 4]
+
+    text = report(tmp_path / "report", [tmp_path / "paper", tmp_path / "common"])
+    assert "| paper | 1 |" in text and "| common | 1 |" in text
+    for name in ("summary.md", "per_concept.csv", "curves.png", "tradeoff.png"):
+        assert (tmp_path / "report" / name).is_file()
+    assert (tmp_path / "report" / "words" / "common" / "red_square_seed0.safetensors").is_file()
+
+
+def test_words_from_another_tool_are_scored_like_tirun_s_own(tmp_path):
+    """The same vectors as a diffusers file and as an AUTOMATIC1111 .pt score the same."""
+    torch.manual_seed(0)
+    vectors = [torch.randn(1, 64) * 0.2]
+    for fmt, folder in (("diffusers", "ours"), ("a1111", "theirs")):
+        word = LearnedWord("<w>", vectors, 10, "toy")
+        suffix = ".safetensors" if fmt == "diffusers" else ".pt"
+        embeddings.save(word, tmp_path / folder / f"red_square{suffix}", fmt)
+        toybench.score_words(tmp_path / folder, ["red_square"], tmp_path / f"runs-{folder}", 2)
+    ours, theirs = (
+        json.loads((tmp_path / f"runs-{f}" / "red_square" / "metrics.json").read_text())
+        for f in ("ours", "theirs")
+    )
+    assert ours["applications"]["toybench"]["final"] == theirs["applications"]["toybench"]["final"]
+    with pytest.raises(ValueError, match="no word file for blue_star"):
+        toybench.score_words(tmp_path / "ours", ["blue_star"], tmp_path / "x", 2)

@@ -1,0 +1,187 @@
+"""ToyBench: Textual Inversion measured on many held-out toy concepts, with a fixed dev/test split.
+
+    python -m tirun.toybench --list                     # name kind split attrs initializer
+    python -m tirun.toybench --export DIR               # every concept's training images
+    python -m tirun.toybench split=dev seeds=1          # the quick mode (6 words)
+    python -m tirun.toybench split=test seeds=3 name=paper [TRAINING OVERRIDES ...]
+    python -m tirun.toybench split=test seeds=3 hydra/launcher=joblib   # Hydra's launchers
+    python -m tirun.toybench --words DIR split=test     # score another tool's word files
+    python -m tirun.toybench --report OUT RUN [RUN ...] # runs side by side (the first: reference)
+
+A run trains every concept of the split × seed as one Hydra multirun of `python -m tirun
++toybench=default` (any training override passes through, e.g. `word.num_vectors=2`), scores
+each word along its training, and writes the report into `experiments/results/toybench/NAME/`
+(the jobs' folders go to `toybench_runs/NAME/`). Choose settings on `split=dev` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tirun.toyworld.concepts import CONCEPTS, SPLITS, concept_captions, split
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "experiments" / "results" / "toybench"
+RUNS = ROOT / "toybench_runs"
+OWN_KEYS = ("split", "seeds", "name")
+
+
+def list_lines() -> list[str]:
+    return [c.line() for c in CONCEPTS.values()]
+
+
+def export(folder: Path, count: int = 5, seed: int = 0) -> list[Path]:
+    """Each concept's training images as PNG (one folder per concept, as `--list` names it),
+    with each image's mask in `masks/` and its own captions (`{}` for the word) in `NN.txt`."""
+    written = []
+    for concept in CONCEPTS.values():
+        target = folder / concept.name
+        (target / "masks").mkdir(parents=True, exist_ok=True)
+        captions = concept_captions(concept.name, count, seed)
+        for i, (image, mask) in enumerate(concept.images_with_masks(count, seed)):
+            image.save(target / f"{i:02d}.png")
+            mask.save(target / "masks" / f"{i:02d}.png")
+            (target / f"{i:02d}.txt").write_text("\n".join(captions[i]) + "\n")
+            written.append(target / f"{i:02d}.png")
+        (target / "concept.json").write_text(
+            json.dumps(
+                {
+                    "name": concept.name,
+                    "kind": concept.kind,
+                    "split": concept.split,
+                    "attributes": concept.attributes,
+                    "initializer": concept.initializer,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    return written
+
+
+def word_file(folder: Path, name: str) -> Path | None:
+    """Another tool's word for concept ``name`` in ``folder``: ``NAME.safetensors|.pt|.bin`` or
+    ``NAME/learned_embeds.safetensors``."""
+    for candidate in (
+        *(folder / f"{name}{suffix}" for suffix in (".safetensors", ".pt", ".bin")),
+        folder / name / "learned_embeds.safetensors",
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def score_words(folder: Path, names: list[str], out: Path, samples_per_set: int = 64) -> Path:
+    """Score word files made by any tool, one per concept, as ToyBench scores its own (through
+    diffusers' own `load_textual_inversion`); writes a run folder the report reads."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from tirun.applications.context import Sampling
+    from tirun.files import write_json
+    from tirun.metrics import oracle as oracle_metrics
+    from tirun.toybench.score import score_word
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["+toybench=default"])
+    components = instantiate(cfg.model)
+    components.freeze()
+    oracle = oracle_metrics.load()
+    settings = Sampling(**cfg.application.sampling)
+    missing = [n for n in names if word_file(folder, n) is None]
+    if missing:
+        raise ValueError(
+            f"--words {folder}: no word file for {', '.join(missing)} (NAME.safetensors, .pt or .bin)"
+        )
+    for name in names:
+        source = word_file(folder, name)
+        concept = CONCEPTS[name]
+        scores = score_word(components, oracle, concept, settings, str(source), samples_per_set)
+        scores.pop("rows")
+        outcomes = scores.pop("outcomes")
+        point = {"step": 0, "seconds": 0.0, **scores}
+        bench = {"concept": name, "kind": concept.kind, "split": concept.split, "curve": [point],
+                 "final": point, "outcomes": outcomes, "file": str(source)}  # fmt: skip
+        write_json(out / name / "metrics.json", {"applications": {"toybench": bench}})
+        print(
+            f"{name}: reconstruction {scores['reconstruction']:.3f} editability {scores['editability']:.3f}",
+            flush=True,
+        )
+    return out
+
+
+def run(split_name: str, seeds: int, name: str, overrides: list[str]) -> Path:
+    """Train and score every concept of the split × seed through `python -m tirun --multirun`."""
+    concepts = ",".join(c.name for c in split(split_name))
+    runs = RUNS / name
+    command = [
+        sys.executable, "-m", "tirun", "--multirun", "+toybench=default",
+        f"dataset.concept={concepts}", f"train.seed={','.join(map(str, range(seeds)))}",
+        f"hydra.sweep.dir={runs}", *overrides,
+    ]  # fmt: skip
+    print(" ".join(command[1:]), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True)
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tirun.toybench",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
+    parser.add_argument("--list", action="store_true", help="one line per concept")
+    parser.add_argument("--export", type=Path, help="write every concept's images here")
+    parser.add_argument("--words", type=Path, help="score the word files in this folder")
+    parser.add_argument("--report", type=Path, nargs="+", metavar=("OUT", "RUN"))
+    parser.add_argument(
+        "settings", nargs="*", help="split=dev|test seeds=N name=NAME, then overrides"
+    )
+    args = parser.parse_args(argv)
+    own = {k: v for k, _, v in (s.partition("=") for s in args.settings) if k in OWN_KEYS}
+    overrides = [s for s in args.settings if s.partition("=")[0] not in OWN_KEYS]
+    split_name, seeds = own.get("split", "dev"), int(own.get("seeds", "1"))
+    try:
+        if split_name not in SPLITS:
+            raise ValueError(f"split={split_name!r} is unknown; use one of {SPLITS}")
+        if args.list:
+            print("\n".join(list_lines()))
+            return 0
+        if args.export:
+            written = export(args.export)
+            print(f"wrote {len(written)} images of {len(CONCEPTS)} concepts into {args.export}")
+            return 0
+        from tirun.toybench.report import report
+
+        name = own.get("name") or f"{split_name}-{seeds}seed{'s' if seeds > 1 else ''}"
+        if args.report:
+            if len(args.report) < 2:
+                raise ValueError("--report needs OUT and at least one RUN folder")
+            print(report(args.report[0], list(args.report[1:])), end="")
+            return 0
+        if args.words:
+            names = [c.name for c in split(split_name)]
+            runs = score_words(args.words, names, RUNS / name)
+        else:
+            runs = run(split_name, seeds, name, overrides)
+        print(report(RESULTS / name, [runs], [name]), end="")
+        print(f"wrote {RESULTS / name}")
+        return 0
+    except ValueError as error:
+        print(f"tirun.toybench: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as error:
+        print(
+            f"tirun.toybench: error: the training sweep failed ({error.returncode}); see its output above",
+            file=sys.stderr,
+        )
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

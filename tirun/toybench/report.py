@@ -1,0 +1,248 @@
+"""ToyBench's report: one or more runs (a recipe each), side by side.
+
+From each run's job folders (`metrics.json` with `applications.toybench`) it writes, into the
+report folder: `per_concept.csv` and `per_concept.md` (every concept × seed), `summary.md`
+(means with 95% bootstrap intervals, the worst word, the steps and seconds each run needs to
+reach 90% and 95% of the reference run's final reconstruction), `curves.png`
+(reconstruction against steps and against seconds), `tradeoff.png` (reconstruction against
+editability, the paper's trade-off figure), and `words/` (every final word, diffusers format).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from tirun.files import atomic_write
+from tirun.toybench.stats import bootstrap_mean
+
+TARGETS = (0.90, 0.95)
+
+
+@dataclass
+class Word:
+    """One concept × seed of a run: its curve and final outcomes."""
+
+    run: str
+    concept: str
+    kind: str
+    seed: int
+    curve: list[dict]
+    outcomes: dict[str, list[int]]
+    file: Path
+    folder: Path
+
+    @property
+    def final(self) -> dict:
+        return self.curve[-1]
+
+
+def load_run(folder: Path, name: str | None = None) -> list[Word]:
+    """The words of a ToyBench run folder (a Hydra multirun of `+toybench=...` jobs)."""
+    words = []
+    for metrics_file in sorted(folder.rglob("metrics.json")):
+        metrics = json.loads(metrics_file.read_text())
+        bench = metrics.get("applications", {}).get("toybench")
+        if not bench:
+            continue
+        config = metrics_file.parent / "config.yaml"
+        seed = 0
+        if config.is_file():
+            from omegaconf import OmegaConf
+
+            seed = int(OmegaConf.select(OmegaConf.load(config), "train.seed", default=0))
+        words.append(
+            Word(
+                name or folder.name,
+                bench["concept"],
+                bench["kind"],
+                seed,
+                bench["curve"],
+                bench["outcomes"],
+                Path(bench["file"]),
+                metrics_file.parent,
+            )
+        )
+    if not words:
+        raise ValueError(
+            f"no ToyBench jobs (metrics.json with applications.toybench) under {folder}"
+        )
+    return sorted(words, key=lambda w: (w.concept, w.seed))
+
+
+def interval(words: list[Word], metric: str) -> tuple[float, float, float]:
+    by_concept: dict[str, list[list[int]]] = {}
+    for word in words:
+        by_concept.setdefault(word.concept, []).append(word.outcomes[metric])
+    return bootstrap_mean(by_concept)
+
+
+def reach(words: list[Word], target: float, axis: str) -> float | None:
+    """The first ``axis`` (step or seconds) at which the run's mean reconstruction over its
+    words reaches ``target``; None when it never does. Words are scored at the same steps."""
+    steps = sorted({p["step"] for w in words for p in w.curve})
+    for step in steps:
+        points = [p for w in words for p in w.curve if p["step"] == step]
+        if len(points) < len(words):
+            continue
+        if statistics.fmean(p["reconstruction"] for p in points) >= target:
+            return statistics.fmean(p[axis] for p in points) if axis == "seconds" else step
+    return None
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "never" if value is None else f"{value:.{digits}f}"
+
+
+def summary_lines(runs: dict[str, list[Word]], reference: str) -> list[str]:
+    ref_final = statistics.fmean(w.final["reconstruction"] for w in runs[reference])
+    lines = [
+        "| run | words | reconstruction (95% CI) | editability (95% CI) | worst word (recon.) | "
+        "steps | seconds | "
+        + " | ".join(f"steps to {int(t * 100)}% | s to {int(t * 100)}%" for t in TARGETS)
+        + " |",
+        "|---|---:|---|---|---|---:|---:|" + "---:|---:|" * len(TARGETS),
+    ]
+    for name, words in runs.items():
+        rec, edit = interval(words, "reconstruction"), interval(words, "editability")
+        worst = min(words, key=lambda w: w.final["reconstruction"])
+        reached = []
+        for target in TARGETS:
+            level = target * ref_final
+            reached += [
+                _fmt(reach(words, level, "step"), 0),
+                _fmt(reach(words, level, "seconds"), 1),
+            ]
+        lines.append(
+            f"| {name} | {len(words)} | {rec[0]:.3f} ({rec[1]:.3f}–{rec[2]:.3f}) | "
+            f"{edit[0]:.3f} ({edit[1]:.3f}–{edit[2]:.3f}) | {worst.concept} s{worst.seed}: "
+            f"{worst.final['reconstruction']:.3f} | "
+            f"{statistics.fmean(w.final['step'] for w in words):.0f} | "
+            f"{statistics.fmean(w.final['seconds'] for w in words):.1f} | "
+            + " | ".join(reached)
+            + " |"
+        )
+    lines += [
+        "",
+        f"Targets are fractions of the reference run `{reference}`'s final mean reconstruction "
+        f"({ref_final:.3f}). Intervals: bootstrap over concepts, seeds and samples (2000 draws).",
+    ]
+    for kind in ("object", "style"):
+        rows = []
+        for name, words in runs.items():
+            chosen = [w for w in words if w.kind == kind]
+            if chosen:
+                rec, edit = interval(chosen, "reconstruction"), interval(chosen, "editability")
+                rows.append(
+                    f"| {name} | {len(chosen)} | {rec[0]:.3f} ({rec[1]:.3f}–{rec[2]:.3f}) | "
+                    f"{edit[0]:.3f} ({edit[1]:.3f}–{edit[2]:.3f}) |"
+                )
+        if rows:
+            lines += ["", f"**{kind}s**", "", "| run | words | reconstruction | editability |",
+                      "|---|---:|---|---|", *rows]  # fmt: skip
+    return lines
+
+
+def per_concept_rows(runs: dict[str, list[Word]]) -> tuple[list[str], list[list]]:
+    attributes = sorted({a for ws in runs.values() for w in ws for a in w.final["attributes"]})
+    head = ["run", "concept", "kind", "seed", "steps", "seconds", "reconstruction", "editability"]
+    head += [f"attr.{a}" for a in attributes]
+    rows = []
+    for name, words in runs.items():
+        for w in words:
+            f = w.final
+            rows.append(
+                [name, w.concept, w.kind, w.seed, f["step"], round(f["seconds"], 1),
+                 round(f["reconstruction"], 4), round(f["editability"], 4)]
+                + [round(f["attributes"][a], 4) if a in f["attributes"] else "" for a in attributes]
+            )  # fmt: skip
+    return head, rows
+
+
+def plot_curves(path: Path, runs: dict[str, list[Word]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    for name, words in runs.items():
+        steps = sorted({p["step"] for w in words for p in w.curve})
+        xs, secs, means = [], [], []
+        for step in steps:
+            points = [p for w in words for p in w.curve if p["step"] == step]
+            if len(points) == len(words):
+                xs.append(step)
+                secs.append(statistics.fmean(p["seconds"] for p in points))
+                means.append(statistics.fmean(p["reconstruction"] for p in points))
+        axes[0].plot(xs, means, marker="o", label=name)
+        axes[1].plot(secs, means, marker="o", label=name)
+    for ax, label in zip(axes, ("training steps", "training seconds"), strict=True):
+        ax.set_xlabel(label)
+        ax.set_ylabel("reconstruction (mean over words)")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("ToyBench: reconstruction along training", fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def plot_tradeoff(path: Path, runs: dict[str, list[Word]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    for name, words in runs.items():
+        ax.scatter(
+            [w.final["reconstruction"] for w in words],
+            [w.final["editability"] for w in words],
+            label=name,
+            alpha=0.7,
+        )
+    ax.set_xlabel("reconstruction")
+    ax.set_ylabel("editability")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("ToyBench: one point per concept × seed (final word)", fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def report(out: Path, folders: list[Path], names: list[str] | None = None) -> str:
+    """Write the report of ``folders`` (the first is the reference) into ``out``; returns the
+    summary's Markdown."""
+    names = names or [f.name for f in folders]
+    runs = {n: load_run(f, n) for n, f in zip(names, folders, strict=True)}
+    out.mkdir(parents=True, exist_ok=True)
+    head, rows = per_concept_rows(runs)
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([head, *rows])
+    atomic_write(out / "per_concept.csv", lambda tmp: tmp.write_text(buffer.getvalue()))
+    table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    atomic_write(out / "per_concept.md", lambda tmp: tmp.write_text("\n".join(table) + "\n"))
+    plot_curves(out / "curves.png", runs)
+    plot_tradeoff(out / "tradeoff.png", runs)
+    for name, words in runs.items():
+        for w in words:
+            target = out / "words" / name / f"{w.concept}_seed{w.seed}.safetensors"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(w.file, target)
+    text = "\n".join(
+        ["# ToyBench", "", *summary_lines(runs, names[0]), "",
+         "Files: per_concept.md/.csv (every word), curves.png, tradeoff.png, words/ (diffusers format)."]
+    ) + "\n"  # fmt: skip
+    atomic_write(out / "summary.md", lambda tmp: tmp.write_text(text))
+    return text

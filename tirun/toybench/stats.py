@@ -1,0 +1,49 @@
+"""Means with 95% bootstrap confidence intervals over concepts, seeds and samples.
+
+A benchmark figure is a mean over concepts × seeds of per-word rates, each rate over a few dozen
+samples. The bootstrap resamples all three levels (concepts with replacement; within each, its
+seeds; within each word, its samples), so the interval covers what another draw of concepts,
+seeds and sampling noise would give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+Outcomes = Sequence[int]  # 1/0 per sample of one word
+
+
+def bootstrap_mean(
+    words: Mapping[str, Sequence[Outcomes]],
+    iterations: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(mean, low, high) of the per-word rates, over ``words``: concept -> one outcome list per
+    seed.
+
+    Args:
+        words: per concept, per seed, the 1/0 outcome of each sample.
+        iterations: bootstrap resamples.
+        level: the interval's coverage.
+        seed: the resampling's seed (the interval is reproducible).
+    """
+    concepts = [[np.asarray(o, dtype=float) for o in seeds] for seeds in words.values()]
+    if not concepts or any(not seeds for seeds in concepts):
+        raise ValueError("bootstrap_mean needs at least one word per concept")
+    mean = float(np.mean([np.mean([o.mean() for o in seeds]) for seeds in concepts]))
+    rng = np.random.default_rng(seed)
+    draws = np.empty(iterations)
+    for i in range(iterations):
+        picked = rng.integers(len(concepts), size=len(concepts))
+        total = 0.0
+        for c in picked:
+            seeds = concepts[c]
+            chosen = rng.integers(len(seeds), size=len(seeds))
+            total += np.mean([rng.choice(seeds[s], size=len(seeds[s])).mean() for s in chosen])
+        draws[i] = total / len(picked)
+    tail = (1 - level) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return mean, float(low), float(high)
