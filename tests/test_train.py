@@ -57,7 +57,7 @@ def test_only_the_word_trains_and_every_frozen_weight_stays_bit_for_bit(tiny_run
         ):
             assert torch.equal(p, q), name
             assert not p.requires_grad and not module.training
-    assert not word.vectors[0].detach().equal(word.initial[0].expand_as(word.vectors[0]))
+    assert not word.vectors[0].detach().equal(word.initial[0])
     # AdamW's two moments over one 32-wide vector (+ a step counter): the size of the word.
     assert metrics["optimizer_state_bytes"] <= 2 * 32 * 4 + 8
 
@@ -236,9 +236,9 @@ def test_progressive_vectors_keep_unused_vectors_at_the_initializer(tiny_run):
     _, objects, run_dir = tiny_run("word.num_vectors=3", "word.progressive_every=3")
     word = objects["word"]
     vectors = word.vectors[0].detach()
-    assert torch.equal(vectors[2], word.initial[0])  # never in use: held where it started
-    assert not torch.equal(vectors[0], word.initial[0]) and not torch.equal(
-        vectors[1], word.initial[0]
+    assert torch.equal(vectors[2], word.initial[0][2])  # never in use: held where it started
+    assert not torch.equal(vectors[0], word.initial[0][0]) and not torch.equal(
+        vectors[1], word.initial[0][1]
     )
     assert load_file(run_dir / "learned_embeds.safetensors")["<concept>"].shape == (3, 32)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -92,20 +93,63 @@ def training_images(
     )
 
 
-def to_tensor(
-    image: Image.Image, resolution: int, crop: str, rng: np.random.Generator
-) -> torch.Tensor:
-    """Square crop (center or random), bicubic resize, scaled to [-1, 1], CHW."""
-    width, height = image.size
+def training_masks(
+    path: str | None, concept: str | None, count: int = 5, seed: int = 0
+) -> list[Image.Image | None]:
+    """Each training image's mask (white = what the word should learn), or None where it has
+    none: a folder image's alpha channel or ``masks/<image name>`` beside it; a toy concept's
+    renderer masks. Read only when the loss is masked (``dataset.masked=true``)."""
+    if not path:
+        from tirun.toyworld.concepts import CONCEPTS
+
+        if concept not in CONCEPTS:
+            raise ValueError(f"dataset.concept={concept!r} is not a toy concept")
+        return [mask for _, mask in CONCEPTS[concept].images_with_masks(count, seed)]
+    masks: list[Image.Image | None] = []
+    for file in image_files(path):
+        beside = file.parent / "masks" / file.name
+        try:
+            if beside.is_file():
+                with Image.open(beside) as mask:
+                    masks.append(ImageOps.exif_transpose(mask).convert("L"))
+                continue
+            with Image.open(file) as image:
+                image = ImageOps.exif_transpose(image)
+                has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+                masks.append(image.convert("RGBA").getchannel("A") if has_alpha else None)
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            raise ValueError(f"cannot read the mask of {file}: {error}; fix or remove it") from None
+    return masks
+
+
+def _crop_box(size: tuple[int, int], crop: str, rng: np.random.Generator) -> tuple[int, ...]:
+    width, height = size
     side = min(width, height)
     if crop == "center":
         left, top = (width - side) // 2, (height - side) // 2
     else:
         left, top = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
-    image = image.crop((left, top, left + side, top + side))
+    return left, top, left + side, top + side
+
+
+def _pixels(image: Image.Image, resolution: int) -> torch.Tensor:
     image = image.resize((resolution, resolution), Image.Resampling.BICUBIC)
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _mask(
+    mask: Image.Image | None, box: tuple[int, ...], size: tuple[int, int], resolution: int
+) -> torch.Tensor:
+    """A [1, res, res] weight in [0, 1] cropped like its image (all ones without a mask)."""
+    if mask is None:
+        return torch.ones(1, resolution, resolution)
+    if mask.size != size:
+        raise ValueError(
+            f"a mask is {mask.size[0]}x{mask.size[1]} but its image {size[0]}x{size[1]}: give masks of the images' size"
+        )
+    mask = mask.crop(box).resize((resolution, resolution), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None]
 
 
 class TrainingViews:
@@ -118,6 +162,7 @@ class TrainingViews:
         flip_p: probability of a horizontal flip when a view is drawn (0 caches no flips).
         num_crops: random crops cached per image when `crop=random`.
         seed: seeds the random crops.
+        masks: per image, a mask cropped like it (the loss weights), or None: no masks.
     """
 
     def __init__(
@@ -128,6 +173,7 @@ class TrainingViews:
         flip_p: float = 0.5,
         num_crops: int = 4,
         seed: int = 0,
+        masks: list[Image.Image | None] | None = None,
     ):
         if crop not in CROPS:
             raise ValueError(f"dataset.crop={crop!r} is unknown; use one of {CROPS}")
@@ -135,12 +181,16 @@ class TrainingViews:
             raise ValueError(f"dataset.flip_p={flip_p} must be between 0 and 1")
         rng = np.random.default_rng(seed)
         crops_per_image = 1 if crop == "center" else num_crops
-        pixels, image_index = [], []
+        pixels, weights, image_index = [], [], []
         for index, image in enumerate(images):
             for _ in range(crops_per_image):
-                pixels.append(to_tensor(image, resolution, crop, rng))
+                box = _crop_box(image.size, crop, rng)
+                pixels.append(_pixels(image.crop(box), resolution))
+                if masks is not None:
+                    weights.append(_mask(masks[index], box, image.size, resolution))
                 image_index.append(index)
         self.pixels = torch.stack(pixels)
+        self.masks = torch.stack(weights) if masks is not None else None  # [view, 1, H, W]
         self.image_index = torch.tensor(image_index)
         self.flip_p = flip_p
         self.num_images = len(images)
@@ -170,6 +220,10 @@ class LatentCache:
                 stds.append(torch.cat(std))
         self.mean = torch.stack(means)  # [flip, view, C, h, w]
         self.std = torch.stack(stds)
+        self.weights = None  # [flip, view, 1, h, w]: the masks at latent size (area-averaged)
+        if views.masks is not None:
+            small = F.interpolate(views.masks, size=self.mean.shape[-2:], mode="area")
+            self.weights = torch.stack([small, small.flip(-1)][: self.mean.shape[0]])
 
     def sample(
         self, view: torch.Tensor, flip: torch.Tensor, generator: torch.Generator
@@ -179,6 +233,13 @@ class LatentCache:
         mean, std = self.mean[flip, view], self.std[flip, view]
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return (mean + std * noise - self.shift_factor) * self.scaling_factor
+
+    def loss_weights(self, view: torch.Tensor, flip: torch.Tensor) -> torch.Tensor | None:
+        """The views' masks at latent size (flipped with them), or None without masks."""
+        if self.weights is None:
+            return None
+        flip = flip.long() if self.weights.shape[0] > 1 else torch.zeros_like(view)
+        return self.weights[flip, view]
 
 
 class ViewSampler:

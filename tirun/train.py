@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from tirun import checkpoint, embeddings, sampling, tracking
 from tirun.data import LatentCache, TrainingViews, ViewSampler
+from tirun.early_stop import EarlyStop
 from tirun.files import atomic_write, write_json
 from tirun.health import Health
 from tirun.models import Components
@@ -67,12 +68,15 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         initializer=wc.initializer,
         num_vectors=wc.num_vectors,
         num_image_tokens=len(images) if wc.image_tokens else 0,
+        init=wc.init,
+        init_file=wc.init_file,
     )
 
     # 3. Views of the images, encoded once; the batch's draws (views; noise, timesteps and
     #    each image's sentence from one generator).
     dc = cfg.dataset
-    views = TrainingViews(images, dc.resolution, dc.crop, dc.flip_p, dc.num_crops, tc.seed)
+    masks = instantiate(dc.masks) if dc.masked else None
+    views = TrainingViews(images, dc.resolution, dc.crop, dc.flip_p, dc.num_crops, tc.seed, masks)
     cache = LatentCache(components.vae, views)
     global_batch = tc.batch_size * accelerator.num_processes
     sampler = ViewSampler(views, global_batch, dc.repeats, seed=tc.seed)
@@ -81,6 +85,8 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
     prompts = PromptSampler(
         templates, components.tokenizers, rng, word.image_tokens, wc.image_token_p
     )
+    early = EarlyStop(**tc.early_stop)
+    fixed = fixed_batch(cache, templates, components, word, tc) if early.every else None
 
     # 4. Optimizer over the word's vectors only; lr scaled as in the paper.
     lr = oc.lr * (tc.batch_size * tc.grad_accum * accelerator.num_processes if oc.scale_lr else 1)
@@ -96,6 +102,7 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
     if cfg.resume:
         state = checkpoint.load(checkpoint.find(cfg.resume, ckpt_dir))
         loop = checkpoint.restore(state, word, optimizer, lr_scheduler, sampler, prompts)
+        early.load_state_dict(loop.get("early_stop", {}))
         step = state.step
         started -= loop.get("seconds", 0.0)  # the run's clock goes on from the checkpoint's
         log.info("resumed from step %d", step)
@@ -126,19 +133,21 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         step_loss = torch.zeros((), device=accelerator.device)
         for _ in range(tc.grad_accum):
             # 6a. A global batch of views, noise, timesteps and sentences; this rank's slice.
-            latents, noise, timesteps, sentences = draw_batch(
+            latents, noise, timesteps, weights, sentences = draw_batch(
                 sampler, cache, prompts, rng, word.text(active), tc.noise_offset, components
             )
-            latents, noise, timesteps = (
-                x[mine].to(accelerator.device) for x in (latents, noise, timesteps)
+            latents, noise, timesteps, weights = (
+                x[mine].to(accelerator.device) if x is not None else None
+                for x in (latents, noise, timesteps, weights)
             )
             input_ids = [ids.to(accelerator.device) for ids in prompts.ids(sentences[mine])]
 
             # 6b. The LDM loss on the scheduler's parameterisation (epsilon or v).
             with accelerator.autocast():
                 loss = ldm_loss(
-                    components, latents, noise, timesteps, input_ids, weight_dtype, tc.min_snr_gamma
-                )
+                    components, latents, noise, timesteps, input_ids, weight_dtype,
+                    tc.min_snr_gamma, weights,
+                )  # fmt: skip
             if wc.init_l2:
                 loss = loss + wc.init_l2 * word.l2_to_initializer()
             step_loss += loss.detach() / tc.grad_accum
@@ -159,6 +168,8 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         optimizer.step()
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if wc.norm == "vocab":
+            word.hold_norm()
         if active < word.num_vectors:
             word.keep_inactive(active)
         step += 1
@@ -184,8 +195,14 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
             )
             health.check_stats(stats, step)
 
-        # 6f. Snapshots of the word (curves, the best one), previews from the saved file,
-        #     checkpoints.
+        # 6f. The deterministic objective (early stop, best word), snapshots, previews from
+        #     the saved file, checkpoints.
+        stop = False
+        if early.due(step):
+            with torch.no_grad(), accelerator.autocast():
+                fixed_loss = ldm_loss(components, weight_dtype=weight_dtype, **fixed).item()
+            stop = early.record(step, fixed_loss, word.vectors)
+            bar.set_postfix(fixed_loss=f"{fixed_loss:.4f}", dvar=f"{early.ratio() or 1:.2f}")
         if tc.snapshot_every and step % tc.snapshot_every == 0 and accelerator.is_main_process:
             seconds = progress.seconds()
             path = embeddings.save(word.learned(step), snapshot_path(run_dir, step), "diffusers")
@@ -193,17 +210,32 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         if validating:
             validate(cfg, components, word, step, run_dir, accelerator)
         if saving and accelerator.is_main_process:
-            loop = {"snapshots": progress.snapshots, "seconds": progress.seconds()}
+            loop = {
+                "snapshots": progress.snapshots,
+                "seconds": progress.seconds(),
+                "early_stop": early.state_dict(),
+            }
             state = checkpoint.capture(step, word, optimizer, lr_scheduler, sampler, prompts, loop)
             checkpoint.save(ckpt_dir, state, config_yaml, keep=tc.keep_checkpoints)
         accelerator.wait_for_everyone()
+        if stop:
+            bar.set_description(f"stopped at step {step} (DVAR)")
+            break
     bar.close()
 
     # 7. Save the word in every format asked for, and the metrics.
-    objects = {"components": components, "word": word, "accelerator": accelerator}
+    objects = {
+        "components": components,
+        "word": word,
+        "accelerator": accelerator,
+        "early_stop": early,
+    }
     files: list[str] = []
+    stopping = early.outcome(step) if early.every else None
     if accelerator.is_main_process and status == "finished":
         learned = word.learned(step)
+        if early.keep == "best" and early.best_vectors is not None:
+            learned = word.learned(early.best[0], early.best_vectors)
         for fmt in cfg.export:
             files += [
                 str(p) for p in embeddings.save(learned, export_path(run_dir, fmt, learned), fmt)
@@ -215,6 +247,7 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         "optimizer_state_bytes": optimizer_state_bytes(optimizer),
         "word": word.stats(),
         "files": files,
+        "early_stop": stopping,
     }
     if accelerator.is_main_process:
         write_json(run_dir / "metrics.json", metrics)
@@ -290,6 +323,32 @@ def check_resolution(resolution: int, components: Components) -> None:
         )
 
 
+def fixed_batch(cache: LatentCache, templates: list[list[str]], components: Components, word: Word,
+                tc: DictConfig) -> dict:  # fmt: skip
+    """DVAR's fixed batch, drawn once from a generator of its own (the run's draws are
+    untouched): every view in turn, each image's first sentence, noise, and timesteps spread
+    evenly over the schedule (and the views' masks); returns `ldm_loss`'s batch arguments."""
+    gen = torch.Generator().manual_seed(tc.seed + 2)
+    size = max(tc.batch_size, len(cache.views))
+    view = torch.arange(size) % len(cache.views)
+    latents = cache.sample(view, torch.zeros(size, dtype=torch.bool), gen)
+    noise = torch.randn(latents.shape, generator=gen)
+    steps = components.scheduler.config.num_train_timesteps
+    timesteps = (torch.arange(size) * steps // size).long()
+    images = cache.views.image_index[view].tolist()
+    sentences = [templates[i][0].format(word.text()) for i in images]
+    sampler = PromptSampler(templates, components.tokenizers, gen)
+    device = next(components.unet.parameters()).device
+    weights = cache.loss_weights(view, torch.zeros(size, dtype=torch.bool))
+    return {
+        "latents": latents.to(device),
+        "noise": noise.to(device),
+        "timesteps": timesteps.to(device),
+        "input_ids": [x.to(device) for x in sampler.ids(sentences)],
+        "weights": weights.to(device) if weights is not None else None,
+    }
+
+
 def draw_batch(
     sampler: ViewSampler,
     cache: LatentCache,
@@ -298,9 +357,10 @@ def draw_batch(
     word_text: str,
     noise_offset: float,
     components: Components,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]:
     """A global batch: views' latents drawn from their cached posteriors, noise (with an offset
-    if asked), timesteps, and each view's sentence from its own image's templates."""
+    if asked), timesteps, the views' loss weights (their masks, or None), and each view's
+    sentence from its own image's templates."""
     view, flip = next(sampler)
     latents = cache.sample(view, flip, rng)
     noise = torch.randn(latents.shape, generator=rng)
@@ -309,7 +369,7 @@ def draw_batch(
     steps = components.scheduler.config.num_train_timesteps
     timesteps = torch.randint(0, steps, (len(view),), generator=rng)
     sentences = prompts.sentences(cache.views.image_index[view].tolist(), word_text)
-    return latents, noise, timesteps, sentences
+    return latents, noise, timesteps, cache.loss_weights(view, flip), sentences
 
 
 def ldm_loss(
@@ -320,14 +380,23 @@ def ldm_loss(
     input_ids: list[torch.Tensor],
     weight_dtype: torch.dtype,
     min_snr_gamma: float | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The latent diffusion loss of the prompts' conditioning: MSE of the UNet's prediction to
-    the scheduler's target, per sample (min-SNR weighted if asked), averaged over the batch."""
+    the scheduler's target, per sample (over the mask where ``weights`` [B, 1, h, w] are given,
+    so the word learns the object and not its background; min-SNR weighted if asked),
+    averaged over the batch."""
     noisy = components.scheduler.add_noise(latents, noise, timesteps).to(weight_dtype)
     hidden, added = components.encode_prompt(input_ids)
     pred = components.unet(noisy, timesteps, hidden, added_cond_kwargs=added).sample
     target = diffusion_target(components, latents, noise, timesteps)
-    loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    error = F.mse_loss(pred.float(), target.float(), reduction="none")
+    if weights is None:
+        loss = error.mean(dim=(1, 2, 3))
+    else:
+        weights = weights.to(error.dtype)
+        covered = (weights.sum(dim=(1, 2, 3)) * error.shape[1]).clamp(min=1e-8)
+        loss = (error * weights).sum(dim=(1, 2, 3)) / covered
     if min_snr_gamma:
         loss = loss * min_snr_weights(components, timesteps, min_snr_gamma)
     return loss.mean()

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tirun import embeddings
 from tirun.embeddings import LearnedWord
 from tirun.models import Components
 
@@ -47,15 +48,56 @@ class PlaceholderEmbedding(nn.Module):
         return torch.where(is_new.unsqueeze(-1), new_rows, rows)
 
 
-def _one_token(tokenizer, word: str) -> int:
-    ids = tokenizer(word, add_special_tokens=False).input_ids
-    if len(ids) != 1:
-        pieces = tokenizer.convert_ids_to_tokens(ids)
+def _phrase_ids(tokenizer, phrase: str, num_vectors: int) -> list[int]:
+    """The initializer's token ids: one token, or a phrase of up to ``num_vectors`` tokens."""
+    ids = tokenizer(phrase, add_special_tokens=False).input_ids
+    if 1 <= len(ids) <= num_vectors:
+        return ids
+    pieces = " ".join(tokenizer.convert_ids_to_tokens(ids))
+    if num_vectors == 1:
         raise ValueError(
-            f"word.initializer={word!r} is {len(ids)} tokens ({' '.join(pieces)}), not one; "
-            "choose a single-token word such as 'toy', 'cat' or 'painting'"
+            f"word.initializer={phrase!r} is {len(ids)} tokens ({pieces}), not one; choose a "
+            f"single-token word such as 'toy', 'cat' or 'painting', or spread it over "
+            f"word.num_vectors={max(2, len(ids))}"
         )
-    return ids[0]
+    raise ValueError(
+        f"word.initializer={phrase!r} is {len(ids)} tokens ({pieces}), more than "
+        f"word.num_vectors={num_vectors}: shorten it or add vectors"
+    )
+
+
+INITS = ("embedding", "encoder_output")
+
+
+def starts(
+    tokenizer, encoder, phrase: str, num_vectors: int, init: str = "embedding", sdxl: bool = False
+) -> torch.Tensor:
+    """The word's starting vectors [num_vectors, width] on one text encoder.
+
+    The phrase's tokens are spread over the vectors in order (two tokens over four vectors:
+    the first two start from the first token), as AUTOMATIC1111 and invoke-training do.
+    ``embedding`` starts from the tokens' rows of the input table (the paper);
+    ``encoder_output`` from what the frozen encoder outputs at those tokens in the phrase
+    (Cross Initialization, Pang et al. 2024: the state the UNet reads, so the word starts
+    where the encoder would take it).
+    """
+    if init not in INITS:
+        raise ValueError(f"word.init={init!r} is unknown; use one of {INITS}")
+    ids = _phrase_ids(tokenizer, phrase, num_vectors)
+    table = encoder.get_input_embeddings()
+    if init == "embedding":
+        rows = table.weight[ids].detach().float()
+    else:
+        full = tokenizer(
+            phrase, padding="max_length", max_length=tokenizer.model_max_length,
+            truncation=True, return_tensors="pt",
+        ).input_ids.to(table.weight.device)  # fmt: skip
+        with torch.no_grad():
+            out = encoder(full, output_hidden_states=True)
+        states = out.hidden_states[-2] if sdxl else out[0]  # what the UNet is given
+        rows = states[0, 1 : 1 + len(ids)].detach().float()
+    spread = [i * len(ids) // num_vectors for i in range(num_vectors)]
+    return rows[spread].clone()
 
 
 class Word:
@@ -66,9 +108,13 @@ class Word:
         components: the model; its tokenizers gain the new tokens and its text encoders get
             a `PlaceholderEmbedding` each.
         token: the placeholder, e.g. `<cat-toy>`; refused if the tokenizer already knows it.
-        initializer: a one-token word whose embedding every new vector starts from.
+        initializer: a one-token word (or a phrase of up to `num_vectors` tokens) the vectors
+            start from (see `starts`).
         num_vectors: vectors of the word (`token`, `token_1`, …).
         num_image_tokens: per-image tokens `token_img0`, … (0 to disable).
+        init: `embedding` (the paper) or `encoder_output` (Cross Initialization).
+        init_file: a saved word to continue from (any format tirun reads); it must have
+            `num_vectors` vectors of each encoder's width.
     """
 
     def __init__(
@@ -78,6 +124,8 @@ class Word:
         initializer: str,
         num_vectors: int = 1,
         num_image_tokens: int = 0,
+        init: str = "embedding",
+        init_file: str | None = None,
     ):
         if num_vectors < 1:
             raise ValueError(f"word.num_vectors={num_vectors} must be at least 1")
@@ -91,7 +139,9 @@ class Word:
         self.initial: list[torch.Tensor] = []
         self.tables: list[nn.Embedding] = []
         new_tokens = self.word_tokens + self.image_tokens
-        for tokenizer, encoder in zip(components.tokenizers, components.text_encoders, strict=True):
+        saved = self._saved_start(init_file, components, num_vectors) if init_file else None
+        encoders_ = list(zip(components.tokenizers, components.text_encoders, strict=True))
+        for index, (tokenizer, encoder) in enumerate(encoders_):
             # CLIP's vocabulary spells words "cat</w>": a token that encodes to one known id is
             # a word the model already has, and adding it would shadow that word.
             known = [
@@ -105,19 +155,35 @@ class Word:
                     f"word.token={token!r}: {known[0]!r} is already in the vocabulary; "
                     "choose a new placeholder such as '<my-concept>'"
                 )
-            init_id = _one_token(tokenizer, initializer)
+            start = starts(tokenizer, encoder, initializer, num_vectors, init, len(encoders_) > 1)
+            if saved is not None:
+                start = saved[index]
             tokenizer.add_tokens(new_tokens)
             ids = tokenizer.convert_tokens_to_ids(new_tokens)
             if ids != list(range(ids[0], ids[0] + len(ids))):
                 raise RuntimeError(f"tokenizer gave non-contiguous ids {ids} to the new tokens")
             table = encoder.get_input_embeddings()
-            init = table.weight[init_id].detach().float().clone()
-            vectors = nn.Parameter(init.repeat(len(new_tokens), 1))
+            image_starts = start.mean(0, keepdim=True).repeat(num_image_tokens, 1)
+            vectors = nn.Parameter(torch.cat([start, image_starts]).to(table.weight.device))
             encoder.set_input_embeddings(PlaceholderEmbedding(table, ids[0], vectors))
             self.tables.append(table)
             self.vectors.append(vectors)
-            self.initial.append(init)
-        self.typical_norm = float(self.tables[0].weight.float().norm(dim=-1).median())
+            self.initial.append(vectors.detach()[:num_vectors].clone())
+        # each encoder's typical row norm: the norm the vectors are held at (`hold_norm`)
+        self.typical_norms = [float(t.weight.float().norm(dim=-1).median()) for t in self.tables]
+        self.typical_norm = self.typical_norms[0]
+
+    @staticmethod
+    def _saved_start(path: str, components: Components, num_vectors: int) -> list[torch.Tensor]:
+        saved = embeddings.load(path)
+        widths = [v.shape[-1] for v in saved.vectors]
+        if widths != components.widths or any(v.shape[0] != num_vectors for v in saved.vectors):
+            raise ValueError(
+                f"word.init_file={path!r} holds {[tuple(v.shape) for v in saved.vectors]}, not "
+                f"{num_vectors} vectors of width {components.widths}: set word.num_vectors to "
+                "its count, on the model it was learned on"
+            )
+        return [v.float() for v in saved.vectors]
 
     def parameters(self) -> list[nn.Parameter]:
         return self.vectors
@@ -130,10 +196,17 @@ class Word:
         """Hold vectors not yet in use at their start value (AdamW's decay would move them)."""
         with torch.no_grad():
             for vectors, init in zip(self.vectors, self.initial, strict=True):
-                vectors[active : self.num_vectors] = init
+                vectors[active : self.num_vectors] = init[active:]
+
+    def hold_norm(self) -> None:
+        """Rescale every vector to its encoder's typical row norm (OneTrainer's
+        `preserve_embedding_norm`): the direction learns, the length stays a word's."""
+        with torch.no_grad():
+            for vectors, norm in zip(self.vectors, self.typical_norms, strict=True):
+                vectors.mul_(norm / vectors.norm(dim=-1, keepdim=True).clamp(min=1e-12))
 
     def l2_to_initializer(self) -> torch.Tensor:
-        """Mean squared distance of the word's vectors to the initializer embedding."""
+        """Mean squared distance of the word's vectors to where they started."""
         return sum(
             (v[: self.num_vectors] - init).pow(2).sum(-1).mean()
             for v, init in zip(self.vectors, self.initial, strict=True)
@@ -143,18 +216,20 @@ class Word:
     def stats(self) -> dict[str, float]:
         """Norm of the word's vectors and their cosine to the initializer (first encoder)."""
         v = self.vectors[0][: self.num_vectors].float()
-        cosine = torch.nn.functional.cosine_similarity(v, self.initial[0].expand_as(v), dim=-1)
+        cosine = torch.nn.functional.cosine_similarity(v, self.initial[0], dim=-1)
         return {
             "word/norm": float(v.norm(dim=-1).mean()),
             "word/cosine_to_init": float(cosine.mean()),
             "word/shift": float((v - self.initial[0]).norm(dim=-1).max()),
         }
 
-    def learned(self, step: int | None = None) -> LearnedWord:
-        """The word's vectors as a file-format-independent `LearnedWord` (CPU, fp32)."""
+    def learned(self, step: int | None = None, vectors: list | None = None) -> LearnedWord:
+        """The word's vectors (or ``vectors``, a kept copy of them) as a file-format-independent
+        `LearnedWord` (CPU, fp32)."""
+        source = [torch.as_tensor(v) for v in vectors] if vectors is not None else self.vectors
         return LearnedWord(
             token=self.token,
-            vectors=[v[: self.num_vectors].detach().float().cpu().clone() for v in self.vectors],
+            vectors=[v[: self.num_vectors].detach().float().cpu().clone() for v in source],
             step=step,
             checkpoint_name=self.components.name,
         )

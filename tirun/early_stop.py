@@ -1,0 +1,129 @@
+"""Training that stops by itself: DVAR (Voronov et al., NeurIPS 2023) on a deterministic objective.
+
+The training loss of Textual Inversion is too noisy to say when a word is learned: each step
+draws new images, noise and timesteps. The same loss on one *fixed* batch (fixed images,
+sentences, noise and timesteps) is a smooth curve. Every `every` steps it is evaluated; once
+the variance of its last `window` values falls below `threshold` times its variance over the
+whole run, the curve has flattened and training stops. The lowest value seen names the best
+snapshot, which the run keeps when `keep=best`, and a final value well above it flags a word
+that degraded.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass, field
+
+import torch
+
+log = logging.getLogger("tirun.train")
+
+
+@dataclass
+class FixedBatch:
+    """One batch drawn once: latents, noise, timesteps and token ids."""
+
+    latents: torch.Tensor
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+    input_ids: list[torch.Tensor]
+
+
+@dataclass
+class EarlyStop:
+    """The DVAR rule and the best snapshot by the deterministic loss.
+
+    Args:
+        every: evaluate the fixed-batch loss every N steps (0: off).
+        window: how many recent evaluations the variance is taken over.
+        threshold: stop when var(recent window) < threshold × var(whole run).
+        keep: `best` (the word at the lowest fixed-batch loss) or `last`.
+        degrade_ratio: flag the run when its final loss exceeds the best by this factor.
+    """
+
+    every: int = 0
+    window: int = 10
+    threshold: float = 0.15
+    keep: str = "last"
+    degrade_ratio: float = 1.1
+    history: list[tuple[int, float]] = field(default_factory=list)
+    best: tuple[int, float] | None = None
+    best_vectors: list[list[list[float]]] | None = None
+    stopped: dict | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"train.early_stop.keep={self.keep!r} is unknown; use best or last")
+        if self.every and self.window < 2:
+            raise ValueError(f"train.early_stop.window={self.window} must be 2 or more")
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0
+
+    def ratio(self) -> float | None:
+        """var(last window) / var(all evaluations), once there are two windows of them."""
+        values = [v for _, v in self.history]
+        if len(values) < 2 * self.window:
+            return None
+        whole = statistics.pvariance(values)
+        return statistics.pvariance(values[-self.window :]) / whole if whole > 0 else 0.0
+
+    def record(self, step: int, loss: float, vectors: list[torch.Tensor]) -> bool:
+        """Add one evaluation; True when training should stop now."""
+        self.history.append((step, loss))
+        if self.best is None or loss < self.best[1]:
+            self.best = (step, loss)
+            self.best_vectors = [v.detach().float().cpu().tolist() for v in vectors]
+        ratio = self.ratio()
+        if ratio is not None and ratio < self.threshold:
+            self.stopped = {
+                "step": step,
+                "reason": f"DVAR: variance of the last {self.window} fixed-batch losses is "
+                f"{ratio:.3f} of the run's (< {self.threshold})",
+                "ratio": ratio,
+            }
+            log.info("early stop at step %d: %s", step, self.stopped["reason"])
+            return True
+        return False
+
+    def outcome(self, final_step: int) -> dict:
+        """What metrics.json says: when and why it stopped, the snapshot kept, a degradation."""
+        result: dict = {"evaluations": len(self.history), "stopped": self.stopped}
+        if self.best is None:
+            return result
+        last_step, last = self.history[-1]
+        degraded = last > self.best[1] * self.degrade_ratio
+        if degraded:
+            log.warning(
+                "the word degraded: its fixed-batch loss rose from %.4f at step %d to %.4f at "
+                "step %d%s",
+                self.best[1],
+                self.best[0],
+                last,
+                last_step,
+                "; the best snapshot is kept"
+                if self.keep == "best"
+                else " (train.early_stop.keep=best keeps the best)",
+            )
+        kept = self.best if self.keep == "best" else (final_step, last)
+        result.update(
+            best={"step": self.best[0], "loss": self.best[1]},
+            kept={"step": kept[0], "loss": kept[1], "why": f"keep={self.keep}"},
+            degraded=degraded,
+        )
+        return result
+
+    def state_dict(self) -> dict:
+        return {
+            "history": self.history,
+            "best": self.best,
+            "best_vectors": self.best_vectors,
+            "stopped": self.stopped,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = [tuple(h) for h in state.get("history", [])]
+        self.best = tuple(state["best"]) if state.get("best") else None
+        self.best_vectors = state.get("best_vectors")
+        self.stopped = state.get("stopped")
