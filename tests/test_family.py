@@ -182,3 +182,74 @@ def test_a_toy_concept_trains_with_its_renderers_masks(tmp_path):
     cfg.dataset.masked = False
     plain, _ = train(cfg, tmp_path / "plain")
     assert masked["status"] == "finished" and masked["first_loss"] != plain["first_loss"]
+
+
+def test_xti_trains_one_token_per_cross_attention_layer_and_saves_its_own_file(tiny_run):
+    from tirun import xti
+
+    metrics, objects, run_dir = tiny_run("word.per_layer=true")
+    layers = xti.cross_attention_layers(objects["components"].unet)
+    assert len(layers) >= 2 and all(".attn2" in name for name in layers)
+    saved = xti.load(run_dir / xti.FILE_NAME)
+    assert saved.layers == layers and saved.vectors.shape == (len(layers), 32)
+    assert torch.equal(saved.vectors, objects["word"].vectors[0].detach())
+    assert not (run_dir / "learned_embeds.safetensors").exists()
+    assert metrics["files"] == [str(run_dir / xti.FILE_NAME)]
+
+
+def test_a_stock_pipeline_with_the_xti_loader_predicts_what_training_did(tiny_run):
+    from tirun import sampling, xti
+
+    _, objects, run_dir = tiny_run("word.per_layer=true", "optimizer.lr=0.5")
+    components, word = objects["components"], objects["word"]
+    count = word.per_layer
+    prompt = "a photo of a <concept>"
+    tokenizer, encoder = components.tokenizers[0], components.text_encoders[0]
+    torch.manual_seed(1)
+    x, t = torch.randn(1, 4, 16, 16), torch.tensor([500])
+    with torch.no_grad():
+        ids = tokenizer(xti.per_layer_prompts([prompt], "<concept>", count), padding="max_length",
+                        max_length=77, return_tensors="pt").input_ids  # fmt: skip
+        states = encoder(ids)[0].view(count, 1, 77, -1)
+        trained = components.unet(
+            x, t, states[0], cross_attention_kwargs={"per_layer_states": states}
+        ).sample
+        flat = components.unet(x, t, states[0]).sample  # the first layer's token everywhere
+    with sampling.pipeline_with_words(
+        components, [run_dir / xti.FILE_NAME], tokenizers=word.original_tokenizers
+    ) as (pipe, tokens):
+        assert tokens == ["<concept>"]
+        kwargs = xti.pipeline_kwargs(pipe, [prompt], guidance=1.0)
+        with torch.no_grad():
+            drawn = pipe.unet(x, t, kwargs["prompt_embeds"],
+                              cross_attention_kwargs=kwargs["cross_attention_kwargs"]).sample  # fmt: skip
+        rows = sampling.sample(pipe, [prompt], 1, 2, 3.0, 0, 32)
+    assert torch.allclose(drawn, trained, atol=1e-5)
+    assert not torch.allclose(trained, flat, atol=1e-5)  # the layers' own tokens matter
+    assert rows[0][0].size == (32, 32)
+
+
+def test_xti_mixing_takes_the_coarsest_layers_from_the_first_word(tiny_run, tmp_path):
+    from tests.conftest import compose_config
+    from tirun import applications, xti
+    from tirun.applications.mixing import coarsest
+
+    _, objects, first = tiny_run("word.per_layer=true", "optimizer.lr=0.5", run_dir=tmp_path / "a")
+    _, _, second = tiny_run("word.per_layer=true", "train.seed=1", "optimizer.lr=0.5",
+                            run_dir=tmp_path / "b")  # fmt: skip
+    unet = objects["components"].unet
+    layers = xti.cross_attention_layers(unet)
+    sizes = xti.layer_sizes(unet)
+    picks = coarsest(unet, layers)
+    assert picks and all(sizes[layers[i]] == min(sizes.values()) for i in picks)
+    cfg = compose_config(
+        "model=tiny", "application=mixing", "application.sampling.samples=1",
+        "application.sampling.steps=2",
+        f"embeddings=[{first / xti.FILE_NAME},{second / xti.FILE_NAME}]",
+    )  # fmt: skip
+    metrics = applications.run(cfg, tmp_path / "mix", {}, {})
+    assert metrics["applications"]["mixing"]["shape_layers"] == picks
+    mixed = xti.load(tmp_path / "mix/samples/mixing/mixed_xti.safetensors").vectors
+    a, b = xti.load(first / xti.FILE_NAME).vectors, xti.load(second / xti.FILE_NAME).vectors
+    for i in range(len(layers)):
+        assert torch.equal(mixed[i], a[i] if i in picks else b[i])

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from tirun import embeddings
+from tirun import embeddings, xti
 from tirun.models import Components
 
 
@@ -39,6 +39,7 @@ def pipeline_with_words(
             model's own, when no word was added to them).
     """
     encoders = components.text_encoders
+    processors = components.unet.attn_processors  # an XTI word installs its own
     installed = [e.get_input_embeddings() for e in encoders]
     tables = [getattr(module, "table", module) for module in installed]
     sizes = [e.config.vocab_size for e in encoders]
@@ -49,8 +50,9 @@ def pipeline_with_words(
         plain = [copy.deepcopy(t) for t in (tokenizers or components.tokenizers)]
         pipe = Components(**{**vars(components), "tokenizers": plain}).pipeline(scheduler)
         pipe.set_progress_bar_config(disable=True)
-        yield pipe, embeddings.load_into_pipeline(pipe, list(sources), tokens) if sources else []
+        yield pipe, _load_words(pipe, list(sources), tokens)
     finally:
+        components.unet.set_attn_processor(processors)
         for encoder, module, size in zip(encoders, installed, sizes, strict=True):
             encoder.set_input_embeddings(module)
             encoder.config.vocab_size = size
@@ -101,8 +103,15 @@ def sample(
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
         latents = torch.stack([n for _, n in chunk]).to(pipe.unet.device, pipe.unet.dtype)
+        texts = [p for p, _ in chunk]
+        # XTI words need each layer's prompt: the pipeline is given the embeddings instead
+        prompt = (
+            xti.pipeline_kwargs(pipe, texts, guidance)
+            if getattr(pipe, "tirun_xti", None)
+            else {"prompt": texts}
+        )
         out = pipe(
-            [p for p, _ in chunk],
+            **prompt,
             num_inference_steps=steps,
             guidance_scale=guidance,
             height=resolution,
@@ -113,6 +122,23 @@ def sample(
     return [
         images[i * images_per_prompt : (i + 1) * images_per_prompt] for i in range(len(prompts))
     ]
+
+
+def _load_words(pipe, sources: list, tokens: Sequence[str | None] | None) -> list[str]:
+    """Plain words through `embeddings.load_into_pipeline`, XTI words through `xti`'s loader,
+    each under its file's name or the one in ``tokens``."""
+    names = list(tokens) if tokens is not None else [None] * len(sources)
+    plain = [(i, s) for i, s in enumerate(sources) if not xti.is_xti_file(s)]
+    loaded: dict[int, str] = {}
+    if plain:
+        added = embeddings.load_into_pipeline(
+            pipe, [s for _, s in plain], [names[i] for i, _ in plain] if tokens else None
+        )
+        loaded.update({i: name for (i, _), name in zip(plain, added, strict=True)})
+    for i, source in enumerate(sources):
+        if i not in loaded:
+            loaded[i] = xti.load_into_pipeline(pipe, source, names[i])
+    return [loaded[i] for i in range(len(sources))]
 
 
 TILE = 96  # smallest side a tile is shown at: toy samples (32 px) are scaled up 3x

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from tirun import checkpoint, embeddings, sampling, tracking
+from tirun import checkpoint, embeddings, sampling, tracking, xti
 from tirun.data import LatentCache, TrainingViews, ViewSampler
 from tirun.early_stop import EarlyStop
 from tirun.files import atomic_write, write_json
@@ -61,6 +61,7 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
     components: Components = instantiate(cfg.model)
     components.prepare(accelerator.device, weight_dtype, tc.attention, tc.gradient_checkpointing)
     check_resolution(cfg.dataset.resolution, components)
+    layers = xti.install(components.unet) if wc.per_layer else []
     images = instantiate(cfg.dataset.images)
     word = Word(
         components,
@@ -70,6 +71,7 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         num_image_tokens=len(images) if wc.image_tokens else 0,
         init=wc.init,
         init_file=wc.init_file,
+        per_layer=len(layers),
     )
 
     # 3. Views of the images, encoded once; the batch's draws (views; noise, timesteps and
@@ -140,13 +142,17 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
                 x[mine].to(accelerator.device) if x is not None else None
                 for x in (latents, noise, timesteps, weights)
             )
-            input_ids = [ids.to(accelerator.device) for ids in prompts.ids(sentences[mine])]
+            if layers:  # XTI: each cross-attention layer reads the sentence with its own token
+                sentences = xti.per_layer_prompts(sentences[mine], word.token, len(layers))
+            else:
+                sentences = sentences[mine]
+            input_ids = [ids.to(accelerator.device) for ids in prompts.ids(sentences)]
 
             # 6b. The LDM loss on the scheduler's parameterisation (epsilon or v).
             with accelerator.autocast():
                 loss = ldm_loss(
                     components, latents, noise, timesteps, input_ids, weight_dtype,
-                    tc.min_snr_gamma, weights,
+                    tc.min_snr_gamma, weights, len(layers),
                 )  # fmt: skip
             if wc.init_l2:
                 loss = loss + wc.init_l2 * word.l2_to_initializer()
@@ -205,8 +211,8 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
             bar.set_postfix(fixed_loss=f"{fixed_loss:.4f}", dvar=f"{early.ratio() or 1:.2f}")
         if tc.snapshot_every and step % tc.snapshot_every == 0 and accelerator.is_main_process:
             seconds = progress.seconds()
-            path = embeddings.save(word.learned(step), snapshot_path(run_dir, step), "diffusers")
-            progress.snapshots.append({"step": step, "seconds": seconds, "file": str(path[0])})
+            path = save_word(word, layers, snapshot_path(run_dir, step), step)[0]
+            progress.snapshots.append({"step": step, "seconds": seconds, "file": str(path)})
         if validating:
             validate(cfg, components, word, step, run_dir, accelerator)
         if saving and accelerator.is_main_process:
@@ -233,13 +239,18 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
     files: list[str] = []
     stopping = early.outcome(step) if early.every else None
     if accelerator.is_main_process and status == "finished":
-        learned = word.learned(step)
-        if early.keep == "best" and early.best_vectors is not None:
-            learned = word.learned(early.best[0], early.best_vectors)
-        for fmt in cfg.export:
+        kept = (
+            (early.best[0], early.best_vectors)
+            if early.keep == "best" and early.best
+            else (step, None)
+        )
+        learned = word.learned(*kept)
+        for fmt in cfg.export if not layers else []:
             files += [
                 str(p) for p in embeddings.save(learned, export_path(run_dir, fmt, learned), fmt)
             ]
+        if layers:  # an XTI word has a file of its own
+            files += [str(p) for p in save_word(word, layers, run_dir / xti.FILE_NAME, *kept)]
     metrics = {
         "status": status,
         "steps": step,
@@ -337,6 +348,8 @@ def fixed_batch(cache: LatentCache, templates: list[list[str]], components: Comp
     timesteps = (torch.arange(size) * steps // size).long()
     images = cache.views.image_index[view].tolist()
     sentences = [templates[i][0].format(word.text()) for i in images]
+    if word.per_layer:
+        sentences = xti.per_layer_prompts(sentences, word.token, word.per_layer)
     sampler = PromptSampler(templates, components.tokenizers, gen)
     device = next(components.unet.parameters()).device
     weights = cache.loss_weights(view, torch.zeros(size, dtype=torch.bool))
@@ -346,6 +359,7 @@ def fixed_batch(cache: LatentCache, templates: list[list[str]], components: Comp
         "timesteps": timesteps.to(device),
         "input_ids": [x.to(device) for x in sampler.ids(sentences)],
         "weights": weights.to(device) if weights is not None else None,
+        "layers": word.per_layer,
     }
 
 
@@ -381,14 +395,24 @@ def ldm_loss(
     weight_dtype: torch.dtype,
     min_snr_gamma: float | None = None,
     weights: torch.Tensor | None = None,
+    layers: int = 0,
 ) -> torch.Tensor:
     """The latent diffusion loss of the prompts' conditioning: MSE of the UNet's prediction to
     the scheduler's target, per sample (over the mask where ``weights`` [B, 1, h, w] are given,
     so the word learns the object and not its background; min-SNR weighted if asked),
-    averaged over the batch."""
+    averaged over the batch. With ``layers`` (XTI) the ids are layer-major, one prompt per
+    layer per sample, and each cross-attention layer reads its own."""
     noisy = components.scheduler.add_noise(latents, noise, timesteps).to(weight_dtype)
     hidden, added = components.encode_prompt(input_ids)
-    pred = components.unet(noisy, timesteps, hidden, added_cond_kwargs=added).sample
+    extra = {}
+    if layers:
+        batch = len(latents)
+        extra = {"per_layer_states": hidden.view(layers, batch, *hidden.shape[1:])}
+        hidden = hidden[:batch]
+        added = {k: v[:batch] for k, v in added.items()} if added else None
+    pred = components.unet(
+        noisy, timesteps, hidden, added_cond_kwargs=added, cross_attention_kwargs=extra or None
+    ).sample
     target = diffusion_target(components, latents, noise, timesteps)
     error = F.mse_loss(pred.float(), target.float(), reduction="none")
     if weights is None:
@@ -432,9 +456,8 @@ def validate(
         return
     vc = cfg.validation
     folder = run_dir / "samples" / "validation"
-    files = embeddings.save(
-        word.learned(step), folder / f"step_{step:06d}.safetensors", "diffusers"
-    )
+    layers = xti.cross_attention_layers(components.unet) if word.per_layer else []
+    files = save_word(word, layers, folder / f"step_{step:06d}.safetensors", step)
     source = tuple(files) if len(files) == 2 else files[0]
     with sampling.pipeline_with_words(
         components, [source], vc.scheduler, tokenizers=word.original_tokenizers
@@ -457,6 +480,14 @@ def validate(
 
 def snapshot_path(run_dir: Path, step: int) -> Path:
     return run_dir / "snapshots" / f"step_{step:06d}.safetensors"
+
+
+def save_word(word: Word, layers: list[str], path: Path, step: int, vectors=None) -> list[Path]:
+    """The word in diffusers' format (two files for SDXL), or an XTI word in its own."""
+    learned = word.learned(step, vectors)
+    if layers:
+        return [xti.save(xti.XTIWord(learned.token, learned.vectors[0], layers, step), path)]
+    return embeddings.save(learned, path, "diffusers")
 
 
 def export_path(run_dir: Path, fmt: str, learned: embeddings.LearnedWord) -> Path:

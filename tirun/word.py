@@ -17,6 +17,7 @@ from torch import nn
 from tirun import embeddings
 from tirun.embeddings import LearnedWord
 from tirun.models import Components
+from tirun.xti import layer_tokens
 
 
 class PlaceholderEmbedding(nn.Module):
@@ -115,6 +116,8 @@ class Word:
         init: `embedding` (the paper) or `encoder_output` (Cross Initialization).
         init_file: a saved word to continue from (any format tirun reads); it must have
             `num_vectors` vectors of each encoder's width.
+        per_layer: Extended Textual Inversion: one token per cross-attention layer, this many
+            (`tirun.xti`); 0 for a plain word.
     """
 
     def __init__(
@@ -126,12 +129,21 @@ class Word:
         num_image_tokens: int = 0,
         init: str = "embedding",
         init_file: str | None = None,
+        per_layer: int = 0,
     ):
         if num_vectors < 1:
             raise ValueError(f"word.num_vectors={num_vectors} must be at least 1")
+        if per_layer and (num_vectors != 1 or init_file):
+            raise ValueError(
+                "word.per_layer=true learns one vector per layer: leave word.num_vectors=1 "
+                "and word.init_file unset"
+            )
         self.token = token
-        self.num_vectors = num_vectors
+        self.per_layer = per_layer
+        self.num_vectors = per_layer or num_vectors
         self.word_tokens = [token] + [f"{token}_{i}" for i in range(1, num_vectors)]
+        if per_layer:
+            self.word_tokens = layer_tokens(token, per_layer)
         self.image_tokens = [f"{token}_img{i}" for i in range(num_image_tokens)]
         self.original_tokenizers = [copy.deepcopy(t) for t in components.tokenizers]
         self.components = components
@@ -158,6 +170,7 @@ class Word:
             start = starts(tokenizer, encoder, initializer, num_vectors, init, len(encoders_) > 1)
             if saved is not None:
                 start = saved[index]
+            start = start.repeat(max(1, per_layer), 1)  # each layer starts alike
             tokenizer.add_tokens(new_tokens)
             ids = tokenizer.convert_tokens_to_ids(new_tokens)
             if ids != list(range(ids[0], ids[0] + len(ids))):
@@ -189,7 +202,10 @@ class Word:
         return self.vectors
 
     def text(self, active: int | None = None) -> str:
-        """What stands for the word in a prompt: its first `active` tokens."""
+        """What stands for the word in a prompt: its first `active` tokens (a per-layer word:
+        its first layer's token, which `tirun.xti` rewrites for each layer)."""
+        if self.per_layer:
+            return self.token
         return " ".join(self.word_tokens[: active or self.num_vectors])
 
     def keep_inactive(self, active: int) -> None:
