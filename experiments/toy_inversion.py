@@ -27,7 +27,7 @@ from experiments.applications import model_note, pct, start
 
 RESULTS = Path(__file__).parent / "results" / "toy_inversion.md"
 WORD = "learned_embeds.safetensors"
-SHAPES = ("circle", "square", "triangle", "cross")
+SHAPES = ("circle", "triangle", "ring", "cross")  # drawn in purple in pretraining
 BACKGROUNDS = ("grass", "sand", "white", "bricks")
 
 

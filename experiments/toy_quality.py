@@ -92,11 +92,14 @@ def main() -> None:
 
     # 2. styles, named with a shape and colour
     colours = list(COLOURS)
-    styled = [
-        {"shape": s, "colour": colours[(i + j) % len(colours)], "style": st}
-        for (i, st), (j, s) in itertools.product(enumerate(STYLES), enumerate(named))
-    ]
-    styled = [a for a in styled if not is_held_out(Attributes(**a, background="white"))]
+    styled = []
+    for (i, st), (j, s) in itertools.product(enumerate(STYLES), enumerate(named)):
+        # the first colour, from a rotating start, that pretraining drew with this shape and style
+        for k in range(len(colours)):
+            combo = {"shape": s, "colour": colours[(i + j + k) % len(colours)], "style": st}
+            if not is_held_out(Attributes(**combo, background="white")):
+                styled.append(combo)
+                break
     styled *= args.samples
     style_prompts = [
         f"a painting of a {a['colour']} {a['shape']} in the style of {a['style']}" for a in styled

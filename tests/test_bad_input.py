@@ -32,6 +32,7 @@ EARLIER = {"learned_embeds.safetensors": b"an earlier run's word", "notes.txt": 
 class Outcome:
     code: int
     stderr: str
+    stdout: str = ""
 
     @property
     def error_lines(self) -> list[str]:
@@ -51,7 +52,8 @@ def run_cli(run_dir: Path, *args: str, capsys, monkeypatch) -> Outcome:
         code = 0
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
-    return Outcome(code, capsys.readouterr().err)
+    captured = capsys.readouterr()
+    return Outcome(code, captured.err, captured.out)
 
 
 def assert_one_line(outcome: Outcome, run_dir: Path, *names: str) -> None:
@@ -220,14 +222,14 @@ def test_a_word_file_of_random_bytes(cli, tmp_path):
     assert_one_line(outcome, run_dir, "noise.safetensors")
 
 
-def test_a_pickle_that_runs_code_is_refused(cli, tmp_path, capfd):
+def test_a_pickle_that_runs_code_is_refused(cli, tmp_path):
     word = tmp_path / "evil.pt"
     buffer = io.BytesIO()
     pickle.dump({"string_to_param": {"*": _Evil()}}, buffer)
     word.write_bytes(buffer.getvalue())
     outcome, run_dir = _apply(cli, f"embeddings=[{word}]")
     assert_one_line(outcome, run_dir, "evil.pt")
-    assert "unpickled!" not in capfd.readouterr().out
+    assert "unpickled!" not in outcome.stdout + outcome.stderr
 
 
 def test_a_word_file_with_an_unknown_suffix(cli, tmp_path):

@@ -182,7 +182,7 @@ def test_concept_images_is_deterministic_and_checks_the_name():
     a, b = concept_images("purple_mosaic", 4, seed=1), concept_images("purple_mosaic", 4, seed=1)
     assert [x.tobytes() for x in a] == [y.tobytes() for y in b]
     assert a[0].tobytes() != concept_images("purple_mosaic", 4, seed=2)[0].tobytes()
-    with pytest.raises(ValueError, match=r"name='nope' is not a toy concept"):
+    with pytest.raises(ValueError, match=r"dataset.concept='nope' is not a toy concept"):
         concept_images("nope")
 
 

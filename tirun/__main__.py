@@ -17,6 +17,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
+from tqdm.auto import tqdm
 
 from tirun import tracking
 from tirun.files import write_json
@@ -134,7 +135,7 @@ def user_error(error: BaseException) -> str | None:
     while isinstance(error, InstantiationException) and error.__cause__ is not None:
         error = error.__cause__  # Hydra wraps what a config node's target raised
     if type(error).__name__ == "SafetensorError":  # safetensors' writer reports I/O in its text
-        code = re.search(r"code: (\d+)", str(error))
+        code = re.search(r"(?:code: |os error )(\d+)", str(error))
         if code:
             error = OSError(int(code.group(1)), os.strerror(int(code.group(1))))
     if isinstance(error, OSError) and error.errno is not None:
@@ -168,7 +169,7 @@ def composition_error(args: list[str]) -> str | None:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             compose("config", overrides=overrides)
     except HydraException as error:
-        message = str(error)
+        message = f"{error} {error.__cause__ or ''}"
         unknown = re.search(r"Could not override '([^']+)'", message)
         if unknown and "not in struct" in message:
             key = unknown.group(1)
@@ -189,7 +190,7 @@ def cli() -> None:
     main()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     run_dir = agreed_run_dir(Path(hc.runtime.output_dir), cpu=cfg.train.cpu)
@@ -212,6 +213,8 @@ def main(cfg: DictConfig) -> float | None:
         if message is None:
             raise
         log.error("error: %s", message)
+        for bar in list(tqdm._instances):  # a progress bar left open would share the line
+            bar.close()
         print(f"tirun: error: {message}", file=sys.stderr)
         sys.exit(2)
 

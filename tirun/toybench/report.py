@@ -165,12 +165,7 @@ def per_concept_rows(runs: dict[str, list[Word]]) -> tuple[list[str], list[list]
 
 
 def plot_curves(path: Path, runs: dict[str, list[Word]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    fig, axes = _pyplot().subplots(1, 2, figsize=(10, 4), dpi=120)
     for name, words in runs.items():
         steps = sorted({p["step"] for w in words for p in w.curve})
         xs, secs, means = [], [], []
@@ -189,18 +184,11 @@ def plot_curves(path: Path, runs: dict[str, list[Word]]) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("ToyBench: reconstruction along training", fontsize=10)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_tradeoff(path: Path, runs: dict[str, list[Word]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    fig, ax = _pyplot().subplots(figsize=(6, 4.5), dpi=120)
     for name, words in runs.items():
         ax.scatter(
             [w.final["reconstruction"] for w in words],
@@ -215,9 +203,22 @@ def plot_tradeoff(path: Path, runs: dict[str, list[Word]]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("ToyBench: one point per concept × seed (final word)", fontsize=9)
+    _save(fig, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def report(out: Path, folders: list[Path], names: list[str] | None = None) -> str:

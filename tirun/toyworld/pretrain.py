@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-steps", type=int, default=2500)
     parser.add_argument("--vae-batch", type=int, default=32)
     parser.add_argument("--vae-minutes", type=float, default=22.0, help="vae wall-clock cap")
-    parser.add_argument("--denoiser-steps", type=int, default=5000)
+    parser.add_argument("--denoiser-steps", type=int, default=8000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--ema-decay", type=float, default=0.999)

@@ -1,0 +1,67 @@
+"""ToyBench's scores of a run's word along its training (`application=toybench`, what
+`+toybench=default` jobs run): the initializer (step 0), the snapshots every `every` steps and
+the final word, each scored by `tirun.toybench.score.score_word` into a curve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tirun.applications.context import Context, Sampling
+from tirun.toybench.score import score_word
+
+
+def run(ctx: Context, *, samples_per_set: int, every: int, sampling: dict) -> dict:
+    """Score the initializer (step 0), the run's snapshots every ``every`` steps and its final
+    word; the curve and the final scores go to `applications.toybench` in `metrics.json`.
+
+    Args:
+        ctx: the application's context (a toy concept's run).
+        samples_per_set: samples per prompt set.
+        every: which snapshots to score (steps that are multiples of it).
+        sampling: `application.sampling`.
+    """
+    if ctx.concept is None:
+        raise ValueError("toybench scores toy concepts: set dataset.concept (see --list)")
+    if ctx.oracle is None:
+        raise ValueError("toybench needs the oracle: leave application.score.oracle=auto")
+    settings = Sampling(**sampling)
+    metrics_file = ctx.run_dir / "metrics.json"
+    trained = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    points = [{"step": 0, "seconds": 0.0, "file": None}]
+    points += [s for s in trained.get("snapshots", []) if every and s["step"] % every == 0]
+    final = {"step": trained.get("steps"), "seconds": trained.get("wall_time_s"), "file": None}
+    final["file"] = str(ctx.sources[0])
+    if points[-1]["step"] != final["step"]:
+        points.append(final)
+    tokenizers = ctx.word.original_tokenizers if ctx.word is not None else None
+    curve = []
+    for point in points:
+        scores = score_word(
+            ctx.components,
+            ctx.oracle,
+            ctx.concept,
+            settings,
+            point["file"],
+            samples_per_set,
+            tokenizers,
+        )
+        rows = scores.pop("rows")
+        if point is points[-1]:
+            labelled = [
+                p.format("S*") for p, _ in ctx.concept.reconstruction + ctx.concept.editability
+            ]
+            ctx.save_grid(rows["reconstruction"] + rows["editability"], "final", labelled)
+        outcomes = scores.pop("outcomes")
+        curve.append({"step": point["step"], "seconds": point["seconds"], **scores})
+    return {
+        "concept": ctx.concept.name,
+        "kind": ctx.concept.kind,
+        "split": ctx.concept.split,
+        "samples_per_set": samples_per_set,
+        "curve": curve,
+        "final": curve[-1],
+        "initializer": curve[0],
+        "outcomes": outcomes,
+        "file": str(Path(points[-1]["file"])),
+    }
