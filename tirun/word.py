@@ -183,7 +183,7 @@ class Word:
             self.vectors.append(vectors)
             self.initial.append(vectors.detach()[:num_vectors].clone())
         # each encoder's typical row norm: the norm the vectors are held at (`hold_norm`)
-        self.typical_norms = [float(t.weight.float().norm(dim=-1).median()) for t in self.tables]
+        self.typical_norms = [float(t.weight.detach().float().norm(dim=-1).median()) for t in self.tables]
         self.typical_norm = self.typical_norms[0]
 
     @staticmethod
