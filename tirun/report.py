@@ -274,7 +274,7 @@ th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-ali
 th { background: #eee; cursor: pointer; user-select: none; }
 th[data-order="up"]::after { content: " \\25B2"; } th[data-order="down"]::after { content: " \\25BC"; }
 td.failed { color: #b00; }
-img.grid { max-width: 560px; image-rendering: pixelated; }
+img.grid { max-width: 900px; image-rendering: pixelated; }
 """
 
 
