@@ -90,6 +90,17 @@ def init_kwargs(tracker: DictConfig, cfg: DictConfig, run_dir: Path | None = Non
     return {"wandb": {k: v for k, v in kwargs.items() if v is not None}}
 
 
+def start(accelerator, cfg: DictConfig, run_dir: Path) -> None:
+    """Open the run's trackers with its whole config."""
+    from omegaconf import OmegaConf
+
+    accelerator.init_trackers(
+        project(cfg.tracker),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        init_kwargs=init_kwargs(cfg.tracker, cfg, run_dir),
+    )
+
+
 def log_images(accelerator, key: str, picture, step: int) -> None:
     """Send a picture to the trackers that take images."""
     for tracker in accelerator.trackers:

@@ -63,16 +63,8 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
     check_resolution(cfg.dataset.resolution, components)
     layers = xti.install(components.unet) if wc.per_layer else []
     images = instantiate(cfg.dataset.images)
-    word = Word(
-        components,
-        token=wc.token,
-        initializer=wc.initializer,
-        num_vectors=wc.num_vectors,
-        num_image_tokens=len(images) if wc.image_tokens else 0,
-        init=wc.init,
-        init_file=wc.init_file,
-        per_layer=len(layers),
-    )
+    word = Word(components, wc.token, wc.initializer, wc.num_vectors,
+                len(images) if wc.image_tokens else 0, wc.init, wc.init_file, len(layers))  # fmt: skip
 
     # 3. Views of the images, encoded once; the batch's draws (views; noise, timesteps and
     #    each image's sentence from one generator).
@@ -108,11 +100,7 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         step = state.step
         started -= loop.get("seconds", 0.0)  # the run's clock goes on from the checkpoint's
         log.info("resumed from step %d", step)
-    accelerator.init_trackers(
-        tracking.project(cfg.tracker),
-        config=OmegaConf.to_container(cfg, resolve=True),
-        init_kwargs=tracking.init_kwargs(cfg.tracker, cfg, run_dir),
-    )
+    tracking.start(accelerator, cfg, run_dir)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     if accelerator.is_main_process:
         atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(config_yaml))
@@ -141,19 +129,14 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
             latents, noise, timesteps, weights = (
                 x[mine].to(accelerator.device) if x is not None else None
                 for x in (latents, noise, timesteps, weights)
-            )
-            if layers:  # XTI: each cross-attention layer reads the sentence with its own token
-                sentences = xti.per_layer_prompts(sentences[mine], word.token, len(layers))
-            else:
-                sentences = sentences[mine]
-            input_ids = [ids.to(accelerator.device) for ids in prompts.ids(sentences)]
+            )  # each layer of an XTI word reads the sentence with its own token
+            ids = prompts.ids(word.layer_prompts(sentences[mine]))
+            input_ids = [x.to(accelerator.device) for x in ids]
 
             # 6b. The LDM loss on the scheduler's parameterisation (epsilon or v).
             with accelerator.autocast():
-                loss = ldm_loss(
-                    components, latents, noise, timesteps, input_ids, weight_dtype,
-                    tc.min_snr_gamma, weights, len(layers),
-                )  # fmt: skip
+                loss = ldm_loss(components, latents, noise, timesteps, input_ids, weight_dtype,
+                                tc.min_snr_gamma, weights, len(layers))  # fmt: skip
             if wc.init_l2:
                 loss = loss + wc.init_l2 * word.l2_to_initializer()
             step_loss += loss.detach() / tc.grad_accum
@@ -182,9 +165,8 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         logging_now = step % tc.log_every == 0 or step in (tc.max_steps, tc.stall_steps)
         validating = bool(cfg.validation.every) and step % cfg.validation.every == 0
         saving = bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0
-        if (logging_now or validating or saving) and not health.vectors_are_finite(
-            word.vectors, step
-        ):
+        checking = logging_now or validating or saving  # a host sync: not at every step
+        if checking and not health.vectors_are_finite(word.vectors, step):
             status = "diverged"
             break
 
@@ -216,11 +198,7 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         if validating:
             validate(cfg, components, word, step, run_dir, accelerator)
         if saving and accelerator.is_main_process:
-            loop = {
-                "snapshots": progress.snapshots,
-                "seconds": progress.seconds(),
-                "early_stop": early.state_dict(),
-            }
+            loop = progress.state_dict(early)
             state = checkpoint.capture(step, word, optimizer, lr_scheduler, sampler, prompts, loop)
             checkpoint.save(ckpt_dir, state, config_yaml, keep=tc.keep_checkpoints)
         accelerator.wait_for_everyone()
@@ -229,28 +207,17 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
             break
     bar.close()
 
-    # 7. Save the word in every format asked for, and the metrics.
+    # 7. Save the word in every format asked for (the best one with early_stop.keep=best),
+    #    and the metrics.
     objects = {
         "components": components,
         "word": word,
         "accelerator": accelerator,
         "early_stop": early,
     }
-    files: list[str] = []
-    stopping = early.outcome(step) if early.every else None
+    files = []
     if accelerator.is_main_process and status == "finished":
-        kept = (
-            (early.best[0], early.best_vectors)
-            if early.keep == "best" and early.best
-            else (step, None)
-        )
-        learned = word.learned(*kept)
-        for fmt in cfg.export if not layers else []:
-            files += [
-                str(p) for p in embeddings.save(learned, export_path(run_dir, fmt, learned), fmt)
-            ]
-        if layers:  # an XTI word has a file of its own
-            files += [str(p) for p in save_word(word, layers, run_dir / xti.FILE_NAME, *kept)]
+        files = save_outputs(cfg, run_dir, word, layers, step, early)
     metrics = {
         "status": status,
         "steps": step,
@@ -258,7 +225,7 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         "optimizer_state_bytes": optimizer_state_bytes(optimizer),
         "word": word.stats(),
         "files": files,
-        "early_stop": stopping,
+        "early_stop": early.outcome(step) if early.every else None,
     }
     if accelerator.is_main_process:
         write_json(run_dir / "metrics.json", metrics)
@@ -285,6 +252,14 @@ class Progress:
         self.step_times.append(time.perf_counter() - tick)
         self.first_step_s = self.first_step_s or self.seconds()
         self.losses.append(loss)
+
+    def state_dict(self, early: EarlyStop) -> dict:
+        """What a checkpoint keeps of the loop besides the trainer's objects."""
+        return {
+            "snapshots": self.snapshots,
+            "seconds": self.seconds(),
+            "early_stop": early.state_dict(),
+        }
 
     def metrics(self) -> dict:
         losses, timed = self.losses, self.step_times[2:] or self.step_times
@@ -476,6 +451,24 @@ def validate(
     picture = sampling.grid(rows, prompts)
     atomic_write(folder / f"step_{step:06d}.png", lambda tmp: picture.save(tmp, format="PNG"))
     tracking.log_images(accelerator, "validation", picture, step)
+
+
+def save_outputs(
+    cfg: DictConfig, run_dir: Path, word: Word, layers: list[str], step: int, early: EarlyStop
+) -> list[str]:
+    """The learned word in every format of ``cfg.export`` (an XTI word: its own file); with
+    ``early_stop.keep=best``, the word at its lowest fixed-batch loss."""
+    kept = (
+        (early.best[0], early.best_vectors) if early.keep == "best" and early.best else (step, None)
+    )
+    if layers:
+        return [str(p) for p in save_word(word, layers, run_dir / xti.FILE_NAME, *kept)]
+    learned = word.learned(*kept)
+    return [
+        str(p)
+        for fmt in cfg.export
+        for p in embeddings.save(learned, export_path(run_dir, fmt, learned), fmt)
+    ]
 
 
 def snapshot_path(run_dir: Path, step: int) -> Path:

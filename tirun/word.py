@@ -17,7 +17,7 @@ from torch import nn
 from tirun import embeddings
 from tirun.embeddings import LearnedWord
 from tirun.models import Components
-from tirun.xti import layer_tokens
+from tirun.xti import layer_tokens, per_layer_prompts
 
 
 class PlaceholderEmbedding(nn.Module):
@@ -183,7 +183,9 @@ class Word:
             self.vectors.append(vectors)
             self.initial.append(vectors.detach()[:num_vectors].clone())
         # each encoder's typical row norm: the norm the vectors are held at (`hold_norm`)
-        self.typical_norms = [float(t.weight.detach().float().norm(dim=-1).median()) for t in self.tables]
+        self.typical_norms = [
+            float(t.weight.detach().float().norm(dim=-1).median()) for t in self.tables
+        ]
         self.typical_norm = self.typical_norms[0]
 
     @staticmethod
@@ -207,6 +209,13 @@ class Word:
         if self.per_layer:
             return self.token
         return " ".join(self.word_tokens[: active or self.num_vectors])
+
+    def layer_prompts(self, prompts: list[str]) -> list[str]:
+        """The sentences as the text encoders read them: as they are, or for a per-layer word
+        once per cross-attention layer, each with that layer's token (layer-major)."""
+        if not self.per_layer:
+            return prompts
+        return per_layer_prompts(prompts, self.token, self.per_layer)
 
     def keep_inactive(self, active: int) -> None:
         """Hold vectors not yet in use at their start value (AdamW's decay would move them)."""
