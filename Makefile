@@ -28,7 +28,8 @@ bench:
 clean:
 	rm -rf outputs multirun .pytest_cache
 
-# Pretrain the toy world's model and oracle into tirun/assets/toy (about 88 min on 2 quiet cores).
+# Pretrain the toy world's model and oracle into tirun/assets/toy (68 min on 2 quiet cores here; the
+# stages' wall-clock caps keep it under 90 on a slower machine).
 toy-model:
 	rm -f tirun/assets/toy/pretrain_log.txt
 	$(PY) -m tirun.toyworld.pretrain --stage all --out tirun/assets/toy
