@@ -208,7 +208,7 @@ def test_a_stock_pipeline_with_the_xti_loader_predicts_what_training_did(tiny_ru
     torch.manual_seed(1)
     x, t = torch.randn(1, 4, 16, 16), torch.tensor([500])
     with torch.no_grad():
-        ids = tokenizer(xti.per_layer_prompts([prompt], "<concept>", count), padding="max_length",
+        ids = tokenizer(xti.per_layer_prompts([prompt], ["<concept>"], count), padding="max_length",
                         max_length=77, return_tensors="pt").input_ids  # fmt: skip
         states = encoder(ids)[0].view(count, 1, 77, -1)
         trained = components.unet(

@@ -322,9 +322,7 @@ def fixed_batch(cache: LatentCache, templates: list[list[str]], components: Comp
     steps = components.scheduler.config.num_train_timesteps
     timesteps = (torch.arange(size) * steps // size).long()
     images = cache.views.image_index[view].tolist()
-    sentences = [templates[i][0].format(word.text()) for i in images]
-    if word.per_layer:
-        sentences = xti.per_layer_prompts(sentences, word.token, word.per_layer)
+    sentences = word.layer_prompts([templates[i][0].format(word.text()) for i in images])
     sampler = PromptSampler(templates, components.tokenizers, gen)
     device = next(components.unet.parameters()).device
     weights = cache.loss_weights(view, torch.zeros(size, dtype=torch.bool))

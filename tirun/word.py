@@ -215,7 +215,7 @@ class Word:
         once per cross-attention layer, each with that layer's token (layer-major)."""
         if not self.per_layer:
             return prompts
-        return per_layer_prompts(prompts, self.token, self.per_layer)
+        return per_layer_prompts(prompts, [self.token], self.per_layer)
 
     def keep_inactive(self, active: int) -> None:
         """Hold vectors not yet in use at their start value (AdamW's decay would move them)."""

@@ -112,9 +112,16 @@ def layer_tokens(token: str, count: int) -> list[str]:
     return [token] + [f"{token}_l{i}" for i in range(1, count)]
 
 
-def per_layer_prompts(prompts: list[str], token: str, count: int) -> list[str]:
-    """Layer-major: every prompt written with layer 0's token, then with layer 1's, …"""
-    return [p.replace(token, t) for t in layer_tokens(token, count) for p in prompts]
+def per_layer_prompts(prompts: list[str], tokens: list[str], count: int) -> list[str]:
+    """Layer-major: every prompt with each of ``tokens`` (XTI words of ``count`` layers) written
+    as layer 0's token, then as layer 1's, …; a prompt without them is the same in every layer."""
+    layered = []
+    for layer in range(count):
+        for prompt in prompts:
+            for token in tokens:
+                prompt = prompt.replace(token, layer_tokens(token, count)[layer])
+            layered.append(prompt)
+    return layered
 
 
 @dataclass
@@ -197,12 +204,7 @@ def pipeline_kwargs(pipe, prompts: list[str], guidance: float, negative: str = "
     negative first)."""
     words = getattr(pipe, "tirun_xti", {})
     count = len(cross_attention_layers(pipe.unet))
-    layered = []
-    for layer in range(count):  # layer-major; prompts without an XTI word are the same in all
-        for prompt in prompts:
-            for token in words:
-                prompt = prompt.replace(token, layer_tokens(token, count)[layer])
-            layered.append(prompt)
+    layered = per_layer_prompts(prompts, list(words), count)
     states = _encode(pipe, layered).view(
         count, len(prompts), -1, pipe.text_encoder.config.hidden_size
     )

@@ -5,7 +5,6 @@ the final word, each scored by `tirun.toybench.score.score_word` into a curve.""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from tirun.applications.context import Context, Sampling
 from tirun.toybench.score import score_word
@@ -30,8 +29,11 @@ def run(ctx: Context, *, samples_per_set: int, every: int, sampling: dict) -> di
     trained = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     points = [{"step": 0, "seconds": 0.0, "file": None}]
     points += [s for s in trained.get("snapshots", []) if every and s["step"] % every == 0]
-    final = {"step": trained.get("steps"), "seconds": trained.get("wall_time_s"), "file": None}
-    final["file"] = str(ctx.sources[0])
+    final = {
+        "step": trained.get("steps"),
+        "seconds": trained.get("wall_time_s"),
+        "file": str(ctx.sources[0]),
+    }
     if points[-1]["step"] != final["step"]:
         points.append(final)
     tokenizers = ctx.word.original_tokenizers if ctx.word is not None else None
@@ -63,5 +65,5 @@ def run(ctx: Context, *, samples_per_set: int, every: int, sampling: dict) -> di
         "final": curve[-1],
         "initializer": curve[0],
         "outcomes": outcomes,
-        "file": str(Path(points[-1]["file"])),
+        "file": points[-1]["file"],
     }

@@ -25,7 +25,6 @@ from tirun.toyworld.render import (
     Attributes,
     in_style,
     object_phrase,
-    render,
     render_scene,
     render_with_mask,
     to_pil,
@@ -92,13 +91,12 @@ class Concept:
 
     def images(self, n: int | None = None, seed: int = 0) -> list[Image.Image]:
         """``n`` renders of the concept (default ``count``), deterministic in ``seed``."""
-        rng = np.random.default_rng((seed, self.salt, 1))
-        return [render(a, int(rng.integers(2**31))) for a in self.image_attributes(n, seed)]
+        return [image for image, _ in self.images_with_masks(n, seed)]
 
     def images_with_masks(
         self, n: int | None = None, seed: int = 0
     ) -> list[tuple[Image.Image, Image.Image]]:
-        """`images` (the very same pixels) with each object's mask (white = the object)."""
+        """The concept's renders (`images`) with each object's mask (white = the object)."""
         rng = np.random.default_rng((seed, self.salt, 1))
         pairs = []
         for attrs in self.image_attributes(n, seed):
