@@ -25,6 +25,30 @@ def test_every_exp_preset_composes_and_resolves(preset):
     assert resolved["model"]["_target_"] and resolved["dataset"]["images"]["_target_"]
 
 
+def _recipe_keys(name: str) -> set[str]:
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    return set(leaves(OmegaConf.to_container(OmegaConf.load(Path(CONF) / "recipe" / f"{name}.yaml"))))
+
+
+def test_both_recipes_set_the_same_keys_so_either_replaces_the_other_whole():
+    assert _recipe_keys("fast") == _recipe_keys("paper")
+
+
+@pytest.mark.parametrize("preset", ["object", "style", "variation", "bld"])
+def test_the_toy_presets_use_the_paper_recipe_and_recipe_fast_replaces_it(preset):
+    paper = compose_config(f"+exp={preset}")
+    assert (paper.train.max_steps, paper.train.batch_size, paper.optimizer.lr) == (400, 16, 5e-3)
+    fast = compose_config(f"+exp={preset}", "+recipe=fast")
+    assert (fast.train.max_steps, fast.train.batch_size, fast.optimizer.lr) == (200, 4, 1e-2)
+    assert paper.word.initializer == fast.word.initializer and fast.word.init == "embedding"
+
+
 def test_the_debug_preset_is_a_short_tiny_run():
     cfg = compose_config("+debug=default", "dataset.path=/tmp")
     assert (

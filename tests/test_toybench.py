@@ -14,7 +14,9 @@ from PIL import Image
 from tests.conftest import compose_config
 from tirun import embeddings
 from tirun.__main__ import run as run_command
+from tirun.early_stop import EarlyStop
 from tirun.embeddings import LearnedWord
+from tirun.report import report as sweep_report
 from tirun.toybench import __main__ as toybench
 from tirun.toybench.report import report
 from tirun.toybench.stats import bootstrap_mean
@@ -110,6 +112,14 @@ def test_a_run_scores_the_initializer_every_snapshot_and_the_final_word(tmp_path
         assert (tmp_path / "report" / name).is_file()
     assert (tmp_path / "report" / "words" / "common" / "red_square_seed0.safetensors").is_file()
 
+    # `tirun.report` on the run's folder draws the same figures into its page
+    (tmp_path / "paper" / "0" / ".hydra").mkdir(exist_ok=True)
+    (tmp_path / "paper" / "0" / ".hydra" / "overrides.yaml").write_text("- train.seed=0\n")
+    sweep_report(tmp_path / "paper")
+    page = (tmp_path / "paper" / "report.html").read_text()
+    assert "ToyBench: reconstruction along training" in page
+    assert (tmp_path / "paper" / "toybench_curves.png").is_file()
+
 
 def test_words_from_another_tool_are_scored_like_tirun_s_own(tmp_path):
     """The same vectors as a diffusers file and as an AUTOMATIC1111 .pt score the same."""
@@ -127,3 +137,48 @@ def test_words_from_another_tool_are_scored_like_tirun_s_own(tmp_path):
     assert ours["applications"]["toybench"]["final"] == theirs["applications"]["toybench"]["final"]
     with pytest.raises(ValueError, match="no word file for blue_star"):
         toybench.score_words(tmp_path / "ours", ["blue_star"], tmp_path / "x", 2)
+
+
+def test_the_final_point_scores_the_word_early_stop_kept(tmp_path):
+    """With `keep=best` the saved word may be an earlier one than the last snapshot: the curve's
+    final point is that saved word, once, and says which step it came from."""
+    metrics = _tiny_bench(
+        tmp_path / "best" / "0",
+        "train.early_stop.every=1",
+        "train.early_stop.window=50",
+        "train.early_stop.keep=best",
+    )
+    bench = metrics["applications"]["toybench"]
+    assert [p["step"] for p in bench["curve"]] == [0, 2, 4]
+    assert bench["kept_step"] == metrics["early_stop"]["kept"]["step"]
+    assert bench["file"] == str(tmp_path / "best" / "0" / "learned_embeds.safetensors")
+
+
+def test_calibration_replays_dvar_exactly_as_the_trainer_stops():
+    from experiments.calibrate import at_step, dvar_stop, kept_step
+
+    losses = [1.0, 0.7, 0.5, 0.42, 0.4, 0.41, 0.4, 0.405, 0.4, 0.401, 0.4, 0.4]
+    history = [(10 * (i + 1), v) for i, v in enumerate(losses)]
+    for window, threshold in ((3, 0.05), (3, 0.3), (5, 0.02), (4, 1e-9)):
+        rule = EarlyStop(every=10, window=window, threshold=threshold)
+        stopped = next((s for s, v in history if rule.record(s, v, [torch.zeros(1, 2)])), None)
+        assert dvar_stop(history, window, threshold) == stopped
+    # window 3: at 6 values (the first check) the last three, 0.42 0.4 0.41, vary 6.7e-5 against
+    # the run's 0.0473: a ratio of 0.0014
+    assert dvar_stop(history, 3, 0.05) == 60
+    assert kept_step(history, 60) == 50  # the lowest loss up to the stop
+    curve = [{"step": 0, "reconstruction": 0.0}, {"step": 100, "reconstruction": 0.5}]
+    assert at_step(curve, 40) == pytest.approx(0.2)
+
+
+def test_the_paired_difference_of_known_cases():
+    from tirun.toybench.stats import bootstrap_paired_difference
+
+    # every word 0.1 better: no spread, the interval is the point
+    same_gain = {f"c{i}": [(0.5, 0.6), (0.2, 0.3)] for i in range(5)}
+    assert bootstrap_paired_difference(same_gain) == pytest.approx((0.1, 0.1, 0.1))
+    # 400 concepts, half +1 and half -1: mean 0, interval ≈ ±1.96·sqrt(1/400) = ±0.098
+    balanced = {f"c{i}": [(0.0, 1.0 if i % 2 else -1.0)] for i in range(400)}
+    mean, low, high = bootstrap_paired_difference(balanced, iterations=1000)
+    assert mean == 0.0
+    assert low == pytest.approx(-0.098, abs=0.015) and high == pytest.approx(0.098, abs=0.015)

@@ -170,3 +170,21 @@ def test_application_scores_and_grids_reach_the_same_wandb_run(
     names = {row[0] for row in json.loads(table.read_text())["data"]}
     assert "steps" in names and "applications.synthesis.wall_time_s" in names
     assert list((wandb_run / "files" / "media" / "images").glob("samples/synthesis/*.png"))
+
+
+def test_a_reports_figures_and_table_reach_wandb_as_one_run(no_wandb_account, tmp_path):
+    from PIL import Image
+
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    for name in ("curves", "tradeoff"):
+        Image.new("RGB", (8, 8), "white").save(report_dir / f"{name}.png")
+    (report_dir / "per_concept.csv").write_text("run,concept,reconstruction\npaper,red_square,0.5\n")
+    folder = tracking.publish_report("paper", report_dir, tmp_path / "wandb-files")
+    assert folder.name.startswith("offline-run-")
+    media = folder / "files" / "media"
+    assert sorted(p.name.split("_")[0] for p in (media / "images" / "report").glob("*.png")) == [
+        "curves",
+        "tradeoff",
+    ]
+    assert list((media / "table" / "report").glob("per_concept_*.table.json"))

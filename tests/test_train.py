@@ -320,6 +320,28 @@ def test_an_overgrown_word_norm_is_reported_once(tiny_run, caplog):
     assert sum("overfit word" in r.getMessage() for r in caplog.records) == 1
 
 
+def _toy_preset_warnings(tmp_path, caplog, *overrides: str) -> list[str]:
+    from tests.conftest import compose_config
+
+    cfg = compose_config(*overrides, "tracker=none", "application=null", "train.checkpoint_every=0")
+    with caplog.at_level(logging.WARNING, logger="tirun.train"):
+        train_module.train(cfg, run_dir=tmp_path)
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("preset", ["object", "style"])
+def test_the_toy_presets_train_without_a_false_overfit_warning(preset, tmp_path, caplog):
+    assert not [m for m in _toy_preset_warnings(tmp_path, caplog, f"+exp={preset}") if "norm" in m]
+
+
+def test_a_word_pushed_far_past_the_measured_norms_is_warned(tmp_path, caplog):
+    """lr 0.5, 50x the paper's: the norm passes 40x its reference within the fast recipe's steps."""
+    warnings = _toy_preset_warnings(
+        tmp_path, caplog, "+exp=object", "+recipe=fast", "optimizer.lr=0.5"
+    )
+    assert sum("past every word measured" in m for m in warnings) == 1
+
+
 def test_bf16_mixed_precision_keeps_the_word_in_fp32(tiny_run):
     metrics, objects, _ = tiny_run("train.mixed_precision=bf16", "train.cpu=true")
     assert metrics["status"] == "finished"

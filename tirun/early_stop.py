@@ -44,7 +44,7 @@ class EarlyStop:
 
     every: int = 0
     window: int = 10
-    threshold: float = 0.15
+    threshold: float = 0.05
     keep: str = "last"
     degrade_ratio: float = 1.1
     history: list[tuple[int, float]] = field(default_factory=list)
@@ -89,7 +89,11 @@ class EarlyStop:
 
     def outcome(self, final_step: int) -> dict:
         """What metrics.json says: when and why it stopped, the snapshot kept, a degradation."""
-        result: dict = {"evaluations": len(self.history), "stopped": self.stopped}
+        result: dict = {
+            "evaluations": len(self.history),
+            "stopped": self.stopped,
+            "history": [list(h) for h in self.history],
+        }
         if self.best is None:
             return result
         last_step, last = self.history[-1]

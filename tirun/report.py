@@ -280,9 +280,10 @@ img.grid { max-width: 900px; image-rendering: pixelated; }
 
 def write_html(
     path: Path, title: str, jobs: list[Job], keys: list[str], metrics: list[str], lines: list[str],
-    plot_png: Path,
+    figures: list[tuple[str, Path]],
 ) -> None:  # fmt: skip
-    """report.html: the sortable table with each job's grid, the notes and the trade-off plot."""
+    """report.html: the sortable table with each job's grid, the notes and the figures (a
+    heading and a PNG each; missing ones are left out)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["job", *keys, *metrics, "samples"])
     rows = []
     for job in jobs:
@@ -303,10 +304,10 @@ def write_html(
         )
         rows.append("<tr>" + "".join(cells) + "</tr>")
     notes = "".join(f"<li>{html.escape(line)}</li>" for line in lines if line)
-    plot_tag = (
-        f'<h2>Reconstruction vs editability</h2><img alt="trade-off plot" src="{_inline(plot_png)}">'
-        if plot_png.is_file()
-        else ""
+    plot_tag = "".join(
+        f'<h2>{html.escape(heading)}</h2><img alt="{html.escape(heading)}" src="{_inline(png)}">'
+        for heading, png in figures
+        if png.is_file()
     )
     page = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
@@ -316,6 +317,20 @@ def write_html(
         f"{plot_tag}<script>{_SORT_SCRIPT}</script></body></html>\n"
     )
     atomic_write(path, lambda tmp: tmp.write_text(page))
+
+
+def toybench_figures(sweep: Path, out: Path) -> list[tuple[str, Path]]:
+    """A ToyBench run's own figures (the ToyBench report draws the same): its curves against
+    steps and seconds, and its words' reconstruction against editability."""
+    from tirun.toybench.report import load_run, plot_curves, plot_tradeoff
+
+    runs = {sweep.name: load_run(sweep)}
+    plot_curves(out / "toybench_curves.png", runs)
+    plot_tradeoff(out / "toybench_tradeoff.png", runs)
+    return [
+        ("ToyBench: reconstruction along training", out / "toybench_curves.png"),
+        ("ToyBench: reconstruction vs editability per word", out / "toybench_tradeoff.png"),
+    ]
 
 
 def report(
@@ -356,9 +371,11 @@ def report(
     metric_columns = columns(jobs, x, y)
     text = markdown(jobs, keys, metric_columns, lines)
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(f"# Sweep {sweep}\n\n{text}"))
+    figures = [("Reconstruction vs editability", out / "tradeoff.png")]
+    if any("applications.toybench.concept" in job.metrics for job in jobs):
+        figures += toybench_figures(sweep, out)
     write_html(
-        out / "report.html", f"Sweep {sweep}", jobs, keys, metric_columns, lines,
-        out / "tradeoff.png",
+        out / "report.html", f"Sweep {sweep}", jobs, keys, metric_columns, lines, figures
     )  # fmt: skip
     return text
 

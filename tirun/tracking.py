@@ -143,6 +143,29 @@ def _finish_wandb(run, metrics: dict, files: list[str], grids: list[Path]) -> No
         run.log_artifact(artifact)
 
 
+def publish_report(name: str, report_dir: Path, files_dir: Path, project_name: str = "tirun") -> Path:
+    """A report's figures (every PNG in ``report_dir``) and its `per_concept.csv` as one W&B run
+    (job type `report`; offline without an API key, its files under ``files_dir``), so W&B
+    shows the same figures and table as the Markdown report; returns W&B's run folder."""
+    import csv
+
+    import wandb
+
+    if not os.environ.get("WANDB_MODE") and not has_wandb_key():
+        os.environ["WANDB_MODE"] = "offline"
+    files_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=project_name, name=name, job_type="report", dir=str(files_dir))
+    logged: dict = {f"report/{p.stem}": wandb.Image(str(p)) for p in sorted(report_dir.glob("*.png"))}
+    table = report_dir / "per_concept.csv"
+    if table.is_file():
+        head, *rows = list(csv.reader(table.open()))
+        logged["report/per_concept"] = wandb.Table(columns=head, data=rows)
+    run.log(logged)
+    folder = Path(run.dir).parent
+    run.finish()
+    return folder
+
+
 def end_failed_run() -> None:
     """Close a W&B run an exception left open, marked failed.
 

@@ -106,7 +106,7 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(config_yaml))
 
     # 6. The loop.
-    health = Health(tc.stall_steps, tc.norm_warn_ratio, word.typical_norm)
+    health = Health(tc.stall_steps, tc.norm_warn_ratio, word.reference_norm)
     progress = Progress(started, loop.get("snapshots", []))
     status = "finished"
     mine = slice(

@@ -187,6 +187,8 @@ class Word:
             float(t.weight.detach().float().norm(dim=-1).median()) for t in self.tables
         ]
         self.typical_norm = self.typical_norms[0]
+        # what the health check measures the word's growth against
+        self.reference_norm = max(self.typical_norm, float(self.initial[0].norm(dim=-1).mean()))
 
     @staticmethod
     def _saved_start(path: str, components: Components, num_vectors: int) -> list[torch.Tensor]:

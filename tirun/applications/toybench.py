@@ -34,8 +34,10 @@ def run(ctx: Context, *, samples_per_set: int, every: int, sampling: dict) -> di
         "seconds": trained.get("wall_time_s"),
         "file": str(ctx.sources[0]),
     }
-    if points[-1]["step"] != final["step"]:
-        points.append(final)
+    # The final point is the saved word, which `train.early_stop.keep=best` may take from an
+    # earlier step than the last snapshot's.
+    points = [p for p in points if p["step"] != final["step"]] + [final]
+    kept = ((trained.get("early_stop") or {}).get("kept") or {}).get("step", final["step"])
     tokenizers = ctx.word.original_tokenizers if ctx.word is not None else None
     curve = []
     for point in points:
@@ -64,6 +66,7 @@ def run(ctx: Context, *, samples_per_set: int, every: int, sampling: dict) -> di
         "curve": curve,
         "final": curve[-1],
         "initializer": curve[0],
+        "kept_step": kept,
         "outcomes": outcomes,
         "file": points[-1]["file"],
     }

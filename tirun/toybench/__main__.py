@@ -5,6 +5,7 @@
     python -m tirun.toybench split=dev seeds=1          # the quick mode (6 words)
     python -m tirun.toybench split=test seeds=3 name=paper [TRAINING OVERRIDES ...]
     python -m tirun.toybench split=test seeds=3 hydra/launcher=joblib   # Hydra's launchers
+    python -m tirun.toybench split=test seeds=2 first_seed=1 name=more   # seeds 1 and 2 only
     python -m tirun.toybench --words DIR split=test     # score another tool's word files
     python -m tirun.toybench --report OUT RUN [RUN ...] # runs side by side (the first: reference)
 
@@ -27,7 +28,7 @@ from tirun.toyworld.concepts import CONCEPTS, SPLITS, concept_captions, split
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "experiments" / "results" / "toybench"
 RUNS = ROOT / "toybench_runs"
-OWN_KEYS = ("split", "seeds", "name")
+OWN_KEYS = ("split", "seeds", "first_seed", "name")
 
 
 def list_lines() -> list[str]:
@@ -114,13 +115,13 @@ def score_words(folder: Path, names: list[str], out: Path, samples_per_set: int 
     return out
 
 
-def run(split_name: str, seeds: int, name: str, overrides: list[str]) -> Path:
+def run(split_name: str, seeds: range, name: str, overrides: list[str]) -> Path:
     """Train and score every concept of the split × seed through `python -m tirun --multirun`."""
     concepts = ",".join(c.name for c in split(split_name))
     runs = RUNS / name
     command = [
         sys.executable, "-m", "tirun", "--multirun", "+toybench=default",
-        f"dataset.concept={concepts}", f"train.seed={','.join(map(str, range(seeds)))}",
+        f"dataset.concept={concepts}", f"train.seed={','.join(map(str, seeds))}",
         f"hydra.sweep.dir={runs}", *overrides,
     ]  # fmt: skip
     print(" ".join(command[1:]), flush=True)
@@ -145,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     own = {k: v for k, _, v in (s.partition("=") for s in args.settings) if k in OWN_KEYS}
     overrides = [s for s in args.settings if s.partition("=")[0] not in OWN_KEYS]
-    split_name, seeds = own.get("split", "dev"), int(own.get("seeds", "1"))
+    split_name, count = own.get("split", "dev"), int(own.get("seeds", "1"))
+    first_seed = int(own.get("first_seed", "0"))
+    seeds = range(first_seed, first_seed + count)
     try:
         if split_name not in SPLITS:
             raise ValueError(f"split={split_name!r} is unknown; use one of {SPLITS}")
@@ -158,19 +161,26 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from tirun.toybench.report import report
 
-        name = own.get("name") or f"{split_name}-{seeds}seed{'s' if seeds > 1 else ''}"
+        name = own.get("name") or f"{split_name}-{count}seed{'s' if count > 1 else ''}"
         if args.report:
             if len(args.report) < 2:
                 raise ValueError("--report needs OUT and at least one RUN folder")
-            print(report(args.report[0], list(args.report[1:])), end="")
-            return 0
-        if args.words:
-            names = [c.name for c in split(split_name)]
-            runs = score_words(args.words, names, RUNS / name)
+            out = args.report[0]
+            print(report(out, list(args.report[1:])), end="")
         else:
-            runs = run(split_name, seeds, name, overrides)
-        print(report(RESULTS / name, [runs], [name]), end="")
-        print(f"wrote {RESULTS / name}")
+            if args.words:
+                names = [c.name for c in split(split_name)]
+                runs = score_words(args.words, names, RUNS / name)
+            else:
+                runs = run(split_name, seeds, name, overrides)
+            out = RESULTS / name
+            print(report(out, [runs], [name]), end="")
+        print(f"wrote {out}")
+        if "tracker=none" not in overrides:
+            from tirun.tracking import publish_report
+
+            folder = publish_report(out.name, out, RUNS / "wandb")
+            print(f"W&B: the report's figures and table in {folder}")
         return 0
     except ValueError as error:
         print(f"tirun.toybench: error: {str(error).splitlines()[0]}", file=sys.stderr)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tirun.files import atomic_write
-from tirun.toybench.stats import bootstrap_mean
+from tirun.toybench.stats import bootstrap_mean, bootstrap_paired_difference
 
 TARGETS = (0.90, 0.95)
 
@@ -132,6 +132,7 @@ def summary_lines(runs: dict[str, list[Word]], reference: str) -> list[str]:
         f"Targets are fractions of the reference run `{reference}`'s final mean reconstruction "
         f"({ref_final:.3f}). Intervals: bootstrap over concepts, seeds and samples (2000 draws).",
     ]
+    lines += paired_lines(runs, reference)
     for kind in ("object", "style"):
         rows = []
         for name, words in runs.items():
@@ -146,6 +147,39 @@ def summary_lines(runs: dict[str, list[Word]], reference: str) -> list[str]:
             lines += ["", f"**{kind}s**", "", "| run | words | reconstruction | editability |",
                       "|---|---:|---|---|", *rows]  # fmt: skip
     return lines
+
+
+def paired_lines(runs: dict[str, list[Word]], reference: str) -> list[str]:
+    """Each run against the reference on the words both trained (same concept and seed): the
+    mean paired difference with its bootstrap interval, and the wall time as a fraction."""
+    ref = {(w.concept, w.seed): w for w in runs[reference]}
+    rows = []
+    for name, words in runs.items():
+        paired = [(ref[(w.concept, w.seed)], w) for w in words if (w.concept, w.seed) in ref]
+        if name == reference or not paired:
+            continue
+        cells = []
+        for metric in ("reconstruction", "editability"):
+            pairs: dict[str, list[tuple[float, float]]] = {}
+            for a, b in paired:
+                pairs.setdefault(a.concept, []).append((a.final[metric], b.final[metric]))
+            mean, low, high = bootstrap_paired_difference(pairs)
+            cells.append(f"{mean:+.3f} ({low:+.3f} to {high:+.3f})")
+        time = statistics.fmean(b.final["seconds"] for _, b in paired) / statistics.fmean(
+            a.final["seconds"] for a, _ in paired
+        )
+        rows.append(f"| {name} | {len(paired)} | {cells[0]} | {cells[1]} | {time:.2f} |")
+    if not rows:
+        return []
+    return [
+        "",
+        f"**Paired with `{reference}`** (same concepts and seeds; the difference's 95% bootstrap "
+        "interval over concepts, then seeds):",
+        "",
+        "| run | pairs | Δ reconstruction | Δ editability | wall time / reference |",
+        "|---|---:|---|---|---:|",
+        *rows,
+    ]
 
 
 def per_concept_rows(runs: dict[str, list[Word]]) -> tuple[list[str], list[list]]:

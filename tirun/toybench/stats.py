@@ -47,3 +47,35 @@ def bootstrap_mean(
     tail = (1 - level) / 2
     low, high = np.quantile(draws, [tail, 1 - tail])
     return mean, float(low), float(high)
+
+
+def bootstrap_paired_difference(
+    pairs: Mapping[str, Sequence[tuple[float, float]]],
+    iterations: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(mean, low, high) of `other - reference` over words paired by concept and seed.
+
+    Two recipes trained on the same concepts and seeds share most of their spread (a hard
+    concept is hard for both); the paired difference removes it, so it can tell apart recipes
+    whose own intervals overlap.
+
+    Args:
+        pairs: per concept, per seed, (the reference recipe's rate, the other recipe's rate).
+        iterations: bootstrap resamples (concepts with replacement, then seeds within each).
+        level: the interval's coverage.
+        seed: the resampling's seed.
+    """
+    concepts = [np.asarray([b - a for a, b in seeds], dtype=float) for seeds in pairs.values()]
+    if not concepts or any(len(d) == 0 for d in concepts):
+        raise ValueError("bootstrap_paired_difference needs at least one pair per concept")
+    mean = float(np.mean([d.mean() for d in concepts]))
+    rng = np.random.default_rng(seed)
+    draws = np.empty(iterations)
+    for i in range(iterations):
+        picked = rng.integers(len(concepts), size=len(concepts))
+        draws[i] = np.mean([rng.choice(concepts[c], size=len(concepts[c])).mean() for c in picked])
+    tail = (1 - level) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return mean, float(low), float(high)

@@ -1,0 +1,179 @@
+"""Set the trainer's thresholds on ToyBench's dev split (never on test).
+
+    python -m experiments.calibrate RUN [RUN ...]      # toybench_runs/<dev run> folders
+
+Reads dev runs made with the fixed-batch loss recorded (`train.early_stop.every=10
+train.early_stop.threshold=0`, so they never stop and their whole budget is scored) and writes
+`experiments/results/calibration.md`:
+
+- **DVAR** (`train.early_stop.threshold`, `window`): for each setting, where each run would
+  have stopped, which snapshot `keep=best` keeps (the lowest fixed-batch loss up to the stop),
+  and its reconstruction (interpolated between the scored snapshots) against the best
+  reconstruction the run reaches anywhere in its budget. The target: ≥ 90% of that best, on
+  every word and on the words that learned their concept at all (best ≥ 0.25: for a word
+  whose best is a few lucky samples, 90% of it is noise).
+- **Health** (`train.norm_warn_ratio`): the word's norm over its reference norm (the larger of
+  the vocabulary's typical norm and the word's start) at every scored snapshot, beside its
+  editability, so the warning fires where editability falls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from tirun import embeddings
+from tirun.toybench.report import Word, load_run
+
+RESULTS = Path(__file__).parent / "results" / "calibration.md"
+WINDOWS = (3, 5, 10)
+THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+RATIO_BINS = (0, 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 1e9)
+LEARNED = 0.25  # a word whose best reconstruction is below this never learned its concept
+
+
+def dvar_stop(history: list[tuple[int, float]], window: int, threshold: float) -> int | None:
+    """The step at which DVAR stops on this fixed-batch history (None: it never does);
+    the same rule as `tirun.early_stop.EarlyStop.ratio`."""
+    for n in range(2 * window, len(history) + 1):
+        values = [v for _, v in history[:n]]
+        whole = statistics.pvariance(values)
+        recent = statistics.pvariance(values[-window:])
+        if (recent / whole if whole > 0 else 0.0) < threshold:
+            return history[n - 1][0]
+    return None
+
+
+def kept_step(history: list[tuple[int, float]], stop: int) -> int:
+    """`keep=best`: the step of the lowest fixed-batch loss up to the stop."""
+    return min((h for h in history if h[0] <= stop), key=lambda h: h[1])[0]
+
+
+def at_step(curve: list[dict], step: int, metric: str = "reconstruction") -> float:
+    """A curve's metric at ``step``, linearly interpolated between scored points."""
+    points = sorted((p["step"], p[metric]) for p in curve)
+    for (s0, v0), (s1, v1) in zip(points, points[1:], strict=False):
+        if s0 <= step <= s1:
+            return v0 + (v1 - v0) * (step - s0) / (s1 - s0) if s1 > s0 else v1
+    return points[-1][1]
+
+
+def history_of(word: Word) -> list[tuple[int, float]]:
+    import json
+
+    metrics = json.loads((word.folder / "metrics.json").read_text())
+    early = metrics.get("early_stop") or {}
+    return [(int(s), float(v)) for s, v in early.get("history", [])]
+
+
+def dvar_table(words: list[Word]) -> list[str]:
+    lines = [
+        "| window | threshold | runs stopped | mean stop step | mean kept/best recon. | "
+        "runs ≥ 90% of best | worst kept/best | learned words ≥ 90% of best |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    budget = max(p["step"] for w in words for p in w.curve)
+    for window in WINDOWS:
+        for threshold in THRESHOLDS:
+            stops, fractions, learned = [], [], []
+            for word in words:
+                history = history_of(word)
+                stop = dvar_stop(history, window, threshold) or history[-1][0]
+                stops.append(stop)
+                best = max(p["reconstruction"] for p in word.curve if p["step"] > 0)
+                kept = at_step(word.curve, kept_step(history, stop))
+                fractions.append(kept / best if best > 0 else 1.0)
+                if best >= LEARNED:
+                    learned.append(fractions[-1])
+            stopped = sum(s < budget for s in stops)
+            ok = sum(f >= 0.9 for f in fractions)
+            lines.append(
+                f"| {window} | {threshold} | {stopped}/{len(words)} | "
+                f"{statistics.fmean(stops):.0f} | {statistics.fmean(fractions):.3f} | "
+                f"{ok}/{len(words)} | {min(fractions):.3f} | "
+                f"{sum(f >= 0.9 for f in learned)}/{len(learned)} |"
+            )
+    return lines
+
+
+def reference_norm(folder: Path) -> float:
+    """The norm the trainer's health check measures a job's word against
+    (`tirun.word.Word.reference_norm`), from the job's own config."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from tirun import xti
+    from tirun.word import Word
+
+    cfg = OmegaConf.load(folder / "config.yaml")
+    components = instantiate(cfg.model)
+    wc = cfg.word
+    layers = xti.install(components.unet) if wc.per_layer else []
+    word = Word(components, wc.token, wc.initializer, wc.num_vectors, 0, wc.init, wc.init_file,
+                len(layers))  # fmt: skip
+    return word.reference_norm
+
+
+def norm_rows(words: list[Word]) -> list[tuple[float, float, float]]:
+    """(norm / reference norm, reconstruction, editability) at every scored snapshot."""
+    rows = []
+    for word in words:
+        reference = reference_norm(word.folder)
+        for point in word.curve:
+            if point["step"] == 0:
+                continue
+            snapshot = word.folder / "snapshots" / f"step_{point['step']:06d}.safetensors"
+            source = snapshot if snapshot.is_file() else word.file
+            try:
+                vectors = embeddings.load(str(source)).vectors[0].float()
+            except (ValueError, KeyError):  # a per-layer (XTI) word: no single row to measure
+                continue
+            ratio = float(vectors.norm(dim=-1).mean()) / reference
+            rows.append((ratio, point["reconstruction"], point["editability"]))
+    return rows
+
+
+def health_table(rows: list[tuple[float, float, float]]) -> list[str]:
+    lines = [
+        "| norm / reference | snapshots | mean reconstruction | mean editability |",
+        "|---|---:|---:|---:|",
+    ]
+    for low, high in zip(RATIO_BINS, RATIO_BINS[1:], strict=False):
+        inside = [r for r in rows if low <= r[0] < high]
+        if inside:
+            label = f"≥ {low}" if high > 1e8 else f"{low}–{high}"
+            lines.append(
+                f"| {label} | {len(inside)} | {statistics.fmean(r[1] for r in inside):.3f} | "
+                f"{statistics.fmean(r[2] for r in inside):.3f} |"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.calibrate")
+    parser.add_argument("runs", type=Path, nargs="+", help="dev-split ToyBench run folders")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    lines = ["# Calibration on ToyBench's dev split", ""]
+    all_rows = []
+    for folder in args.runs:
+        words = load_run(folder)
+        splits = {w.folder for w in words}
+        lines += [f"## {folder.name} ({len(words)} words)", ""]
+        if all(history_of(w) for w in words):
+            lines += ["DVAR, simulated on the recorded fixed-batch losses:", ""]
+            lines += dvar_table(words) + [""]
+        rows = norm_rows(words)
+        all_rows += rows
+        lines += [f"Word norm over its reference norm ({len(splits)} words):"]
+        lines += [""] + health_table(rows) + [""]
+    lines += ["## All runs: norm against editability", ""] + health_table(all_rows) + [""]
+    args.out.write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
