@@ -33,7 +33,9 @@ def _recipe_keys(name: str) -> set[str]:
             else:
                 yield f"{prefix}{key}"
 
-    return set(leaves(OmegaConf.to_container(OmegaConf.load(Path(CONF) / "recipe" / f"{name}.yaml"))))
+    return set(
+        leaves(OmegaConf.to_container(OmegaConf.load(Path(CONF) / "recipe" / f"{name}.yaml")))
+    )
 
 
 def test_both_recipes_set_the_same_keys_so_either_replaces_the_other_whole():

@@ -186,7 +186,7 @@ def test_report_html_is_one_offline_page_with_a_sortable_table_grids_and_the_plo
     body = [row for row in page.rows if row]
     assert [row[:3] for row in body] == [["0", "1e-4", "finished"], ["1", "5e-3", "finished"]]
     assert body[0][-1] == "no samples"
-    assert page.images == ["samples of job 1", "trade-off plot"]
+    assert page.images == ["samples of job 1", "Reconstruction vs editability"]
     assert all(src.startswith("data:image/png;base64,") for src in page.sources)  # offline
     assert page.scripts == 1
 

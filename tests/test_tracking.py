@@ -179,7 +179,9 @@ def test_a_reports_figures_and_table_reach_wandb_as_one_run(no_wandb_account, tm
     report_dir.mkdir()
     for name in ("curves", "tradeoff"):
         Image.new("RGB", (8, 8), "white").save(report_dir / f"{name}.png")
-    (report_dir / "per_concept.csv").write_text("run,concept,reconstruction\npaper,red_square,0.5\n")
+    (report_dir / "per_concept.csv").write_text(
+        "run,concept,reconstruction\npaper,red_square,0.5\n"
+    )
     folder = tracking.publish_report("paper", report_dir, tmp_path / "wandb-files")
     assert folder.name.startswith("offline-run-")
     media = folder / "files" / "media"

@@ -143,7 +143,9 @@ def _finish_wandb(run, metrics: dict, files: list[str], grids: list[Path]) -> No
         run.log_artifact(artifact)
 
 
-def publish_report(name: str, report_dir: Path, files_dir: Path, project_name: str = "tirun") -> Path:
+def publish_report(
+    name: str, report_dir: Path, files_dir: Path, project_name: str = "tirun"
+) -> Path:
     """A report's figures (every PNG in ``report_dir``) and its `per_concept.csv` as one W&B run
     (job type `report`; offline without an API key, its files under ``files_dir``), so W&B
     shows the same figures and table as the Markdown report; returns W&B's run folder."""
@@ -155,7 +157,9 @@ def publish_report(name: str, report_dir: Path, files_dir: Path, project_name: s
         os.environ["WANDB_MODE"] = "offline"
     files_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=project_name, name=name, job_type="report", dir=str(files_dir))
-    logged: dict = {f"report/{p.stem}": wandb.Image(str(p)) for p in sorted(report_dir.glob("*.png"))}
+    logged: dict = {
+        f"report/{p.stem}": wandb.Image(str(p)) for p in sorted(report_dir.glob("*.png"))
+    }
     table = report_dir / "per_concept.csv"
     if table.is_file():
         head, *rows = list(csv.reader(table.open()))
