@@ -20,11 +20,13 @@ train.early_stop.threshold=0`, so they never stop and their whole budget is scor
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
 
 from tirun import embeddings
+from tirun.early_stop import EarlyStop
 from tirun.toybench.report import Word, load_run
 
 RESULTS = Path(__file__).parent / "results" / "calibration.md"
@@ -35,15 +37,10 @@ LEARNED = 0.25  # a word whose best reconstruction is below this never learned i
 
 
 def dvar_stop(history: list[tuple[int, float]], window: int, threshold: float) -> int | None:
-    """The step at which DVAR stops on this fixed-batch history (None: it never does);
-    the same rule as `tirun.early_stop.EarlyStop.ratio`."""
-    for n in range(2 * window, len(history) + 1):
-        values = [v for _, v in history[:n]]
-        whole = statistics.pvariance(values)
-        recent = statistics.pvariance(values[-window:])
-        if (recent / whole if whole > 0 else 0.0) < threshold:
-            return history[n - 1][0]
-    return None
+    """The step at which DVAR stops on this fixed-batch history (None: it never does), replayed
+    through the trainer's own rule, `tirun.early_stop.EarlyStop`."""
+    rule = EarlyStop(every=1, window=window, threshold=threshold)
+    return next((step for step, loss in history if rule.record(step, loss, [])), None)
 
 
 def kept_step(history: list[tuple[int, float]], stop: int) -> int:
@@ -61,8 +58,6 @@ def at_step(curve: list[dict], step: int, metric: str = "reconstruction") -> flo
 
 
 def history_of(word: Word) -> list[tuple[int, float]]:
-    import json
-
     metrics = json.loads((word.folder / "metrics.json").read_text())
     early = metrics.get("early_stop") or {}
     return [(int(s), float(v)) for s, v in early.get("history", [])]

@@ -31,13 +31,18 @@ def has_wandb_key() -> bool:
         return False
 
 
+def offline_without_key() -> None:
+    """W&B runs offline when no API key is found and `WANDB_MODE` does not say otherwise."""
+    if not os.environ.get("WANDB_MODE") and not has_wandb_key():
+        os.environ["WANDB_MODE"] = "offline"
+
+
 def log_with(tracker: DictConfig) -> str | None:
     """Accelerate's `log_with` for the tracker config; wandb runs offline without an API key."""
     global _told_offline
     if tracker.name != "wandb":
         return None if tracker.name == "none" else tracker.name
-    if not os.environ.get("WANDB_MODE") and not has_wandb_key():
-        os.environ["WANDB_MODE"] = "offline"
+    offline_without_key()
     if os.environ.get("WANDB_MODE") in ("offline", "dryrun") and not _told_offline:
         _told_offline = True  # once per process, not once per job of a sweep
         log.info(
@@ -153,8 +158,7 @@ def publish_report(
 
     import wandb
 
-    if not os.environ.get("WANDB_MODE") and not has_wandb_key():
-        os.environ["WANDB_MODE"] = "offline"
+    offline_without_key()
     files_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=project_name, name=name, job_type="report", dir=str(files_dir))
     logged: dict = {
