@@ -12,9 +12,14 @@ train.early_stop.threshold=0`, so they never stop and their whole budget is scor
   reconstruction the run reaches anywhere in its budget. The target: ≥ 90% of that best, on
   every word and on the words that learned their concept at all (best ≥ 0.25: for a word
   whose best is a few lucky samples, 90% of it is noise).
+- **The kept word** (`train.early_stop.keep=validated`, runs made with `validation.every=N`):
+  the saved word's reconstruction against the best the run reaches anywhere in its budget.
 - **Health** (`train.norm_warn_ratio`): the word's norm over its reference norm (the larger of
   the vocabulary's typical norm and the word's start) at every scored snapshot, beside its
   editability, so the warning fires where editability falls.
+
+`--chosen` reports only the settings the trainer now defaults to (what a test-split run is
+reported at, once they are chosen on dev).
 """
 
 from __future__ import annotations
@@ -57,39 +62,76 @@ def at_step(curve: list[dict], step: int, metric: str = "reconstruction") -> flo
     return points[-1][1]
 
 
+def early_of(word: Word) -> dict:
+    """What the job's trainer wrote of its early stop and kept word (`metrics.json`)."""
+    return json.loads((word.folder / "metrics.json").read_text()).get("early_stop") or {}
+
+
 def history_of(word: Word) -> list[tuple[int, float]]:
+    return [(int(s), float(v)) for s, v in early_of(word).get("history", [])]
+
+
+def budget_curve(word: Word) -> list[dict]:
+    """The run's words along its whole budget: its curve, whose final point is the saved word,
+    with the last word in that place when an earlier one was kept."""
     metrics = json.loads((word.folder / "metrics.json").read_text())
-    early = metrics.get("early_stop") or {}
-    return [(int(s), float(v)) for s, v in early.get("history", [])]
+    last = metrics["applications"]["toybench"].get("last_word")
+    return word.curve if last is None else word.curve[:-1] + [last]
 
 
-def dvar_table(words: list[Word]) -> list[str]:
+def best_in_budget(word: Word) -> float:
+    """The best reconstruction of any word the run scored (the kept one included)."""
+    points = budget_curve(word) + word.curve[-1:]
+    return max(p["reconstruction"] for p in points if p["step"] > 0)
+
+
+def fraction_row(label: str, fractions: list[float], bests: list[float]) -> str:
+    """kept/best over runs: mean, how many reach 90%, the worst, and among learned words."""
+    learned = [f for f, b in zip(fractions, bests, strict=True) if b >= LEARNED]
+    return (
+        f"{label} | {statistics.fmean(fractions):.3f} | "
+        f"{sum(f >= 0.9 for f in fractions)}/{len(fractions)} | {min(fractions):.3f} | "
+        f"{sum(f >= 0.9 for f in learned)}/{len(learned)} |"
+    )
+
+
+def validated_table(words: list[Word]) -> list[str]:
+    """`keep=validated`: the saved word against the best word of the run's budget."""
+    fractions, bests, kept_steps = [], [], []
+    for word in words:
+        best = best_in_budget(word)
+        fractions.append(word.curve[-1]["reconstruction"] / best if best > 0 else 1.0)
+        bests.append(best)
+        kept_steps.append(early_of(word)["kept"]["step"])
+    return [
+        "| runs | mean kept step | mean kept/best recon. | runs ≥ 90% of best | worst kept/best | "
+        "learned words ≥ 90% of best |",
+        "|---:|---:|---:|---:|---:|---:|",
+        fraction_row(f"| {len(words)} | {statistics.fmean(kept_steps):.0f}", fractions, bests),
+    ]
+
+
+def dvar_table(words: list[Word], settings: list[tuple[int, float]]) -> list[str]:
     lines = [
         "| window | threshold | runs stopped | mean stop step | mean kept/best recon. | "
         "runs ≥ 90% of best | worst kept/best | learned words ≥ 90% of best |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    budget = max(p["step"] for w in words for p in w.curve)
-    for window in WINDOWS:
-        for threshold in THRESHOLDS:
-            stops, fractions, learned = [], [], []
-            for word in words:
-                history = history_of(word)
-                stop = dvar_stop(history, window, threshold) or history[-1][0]
-                stops.append(stop)
-                best = max(p["reconstruction"] for p in word.curve if p["step"] > 0)
-                kept = at_step(word.curve, kept_step(history, stop))
-                fractions.append(kept / best if best > 0 else 1.0)
-                if best >= LEARNED:
-                    learned.append(fractions[-1])
-            stopped = sum(s < budget for s in stops)
-            ok = sum(f >= 0.9 for f in fractions)
-            lines.append(
-                f"| {window} | {threshold} | {stopped}/{len(words)} | "
-                f"{statistics.fmean(stops):.0f} | {statistics.fmean(fractions):.3f} | "
-                f"{ok}/{len(words)} | {min(fractions):.3f} | "
-                f"{sum(f >= 0.9 for f in learned)}/{len(learned)} |"
-            )
+    budget = max(p["step"] for w in words for p in budget_curve(w))
+    for window, threshold in settings:
+        stops, fractions, bests = [], [], []
+        for word in words:
+            history = history_of(word)
+            stop = dvar_stop(history, window, threshold) or history[-1][0]
+            stops.append(stop)
+            curve = budget_curve(word)
+            best = max(p["reconstruction"] for p in curve if p["step"] > 0)
+            kept = at_step(curve, kept_step(history, stop))
+            fractions.append(kept / best if best > 0 else 1.0)
+            bests.append(best)
+        stopped = sum(s < budget for s in stops)
+        label = f"| {window} | {threshold} | {stopped}/{len(words)} | {statistics.fmean(stops):.0f}"
+        lines.append(fraction_row(label, fractions, bests))
     return lines
 
 
@@ -150,8 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.calibrate")
     parser.add_argument("runs", type=Path, nargs="+", help="dev-split ToyBench run folders")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--chosen", action="store_true", help="only the trainer's defaults")
     args = parser.parse_args(argv)
-    lines = ["# Calibration on ToyBench's dev split", ""]
+    chosen = EarlyStop()
+    settings = (
+        [(chosen.window, chosen.threshold)]
+        if args.chosen
+        else [(w, t) for w in WINDOWS for t in THRESHOLDS]
+    )
+    title = "at the settings chosen on dev" if args.chosen else "on ToyBench's dev split"
+    lines = [f"# Calibration {title}", ""]
     all_rows = []
     for folder in args.runs:
         words = load_run(folder)
@@ -159,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"## {folder.name} ({len(words)} words)", ""]
         if all(history_of(w) for w in words):
             lines += ["DVAR, simulated on the recorded fixed-batch losses:", ""]
-            lines += dvar_table(words) + [""]
+            lines += dvar_table(words, settings) + [""]
+        if all(
+            early_of(w).get("kept", {}).get("why", "").startswith("keep=validated") for w in words
+        ):
+            lines += ["The kept word (`keep=validated`):", ""] + validated_table(words) + [""]
         rows = norm_rows(words)
         all_rows += rows
         lines += [f"Word norm over its reference norm ({len(splits)} words):"]

@@ -6,7 +6,8 @@
 # Every run records the fixed-batch loss every 10 steps without stopping
 # (train.early_stop.threshold=0) so `python -m experiments.calibrate` can replay DVAR on the
 # whole budget. Jobs run two at a time on one thread each (joblib), which only the dev runs do:
-# their seconds compare among themselves, not with the test runs'.
+# their seconds compare among themselves, not with the test runs'. dev-paper-validated keeps the
+# word at its best validation score (the oracle on a grid of its own seeds every 50 steps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -28,9 +29,11 @@ declare -A RUNS=(
   [dev-fast-norm]="${FAST[*]} word.norm=vocab"
   [dev-fast-xti]="${FAST[*]} word.per_layer=true"
   [dev-fast-masked]="${FAST[*]} dataset.masked=true"
+  [dev-paper-validated]="application.every=50 validation.every=50 train.early_stop.keep=validated"
 )
 ORDER=(dev-paper dev-cross dev-cross-lr1e-2 dev-lr2e-2 dev-b4-lr2e-2 dev-b4-lr1e-2 dev-b8-lr2e-2
-       dev-overfit-lr5e-2 dev-overfit-b4-lr1e-1 dev-fast-norm dev-fast-xti dev-fast-masked)
+       dev-overfit-lr5e-2 dev-overfit-b4-lr1e-1 dev-fast-norm dev-fast-xti dev-fast-masked
+       dev-paper-validated)
 for name in "${@:-${ORDER[@]}}"; do
   # shellcheck disable=SC2086
   "$PY" -m tirun.toybench split=dev seeds=1 name="$name" "${RECORD[@]}" ${RUNS[$name]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -91,6 +92,22 @@ def test_the_best_word_is_kept_and_a_degrading_run_is_flagged(caplog):
     assert outcome["best"] == {"step": 3, "loss": 1.0} and outcome["kept"]["step"] == 3
     assert outcome["degraded"] and rule.best_vectors == [[[3.0, 3.0]]]
     assert "degraded" in caplog.text
+
+
+def test_keep_validated_keeps_the_highest_score_and_flags_a_fall(caplog):
+    rule = EarlyStop(keep="validated")
+    for step, score in [(50, 0.25), (100, 0.75), (150, 0.75), (200, 0.5)]:
+        rule.record_validation(step, score, [torch.full((1, 2), float(step))])
+    assert rule.kept() == (100, [[[100.0, 100.0]]])  # the earliest of equal scores
+    outcome = rule.outcome(final_step=200)
+    assert outcome["kept"] == {"step": 100, "score": 0.75,
+                               "why": "keep=validated: the highest validation score"}  # fmt: skip
+    assert (
+        outcome["degraded"] and "validation score fell from 0.750" in caplog.text
+    )  # 0.5 × 1.1 < 0.75
+    again = EarlyStop(keep="validated")
+    again.load_state_dict(rule.state_dict())  # what a checkpoint carries across a resume
+    assert again.kept() == rule.kept() and again.validation == rule.validation
 
 
 def test_early_stop_writes_when_and_why_and_keeps_the_best_word(tiny_run):
@@ -253,3 +270,35 @@ def test_xti_mixing_takes_the_coarsest_layers_from_the_first_word(tiny_run, tmp_
     a, b = xti.load(first / xti.FILE_NAME).vectors, xti.load(second / xti.FILE_NAME).vectors
     for i in range(len(layers)):
         assert torch.equal(mixed[i], a[i] if i in picks else b[i])
+
+
+def test_bld_edits_with_an_xti_word_each_layer_reading_its_own_prompt(tiny_run):
+    from tirun import sampling, xti
+    from tirun.applications import bld
+
+    _, objects, run_dir = tiny_run("word.per_layer=true", "optimizer.lr=0.5")
+    source = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[8:24, 8:24] = True
+    seen = []
+    with sampling.pipeline_with_words(
+        objects["components"],
+        [run_dir / xti.FILE_NAME],
+        tokenizers=objects["word"].original_tokenizers,
+    ) as (pipe, _):
+        unet_forward = pipe.unet.forward
+
+        def recording(*args, **kwargs):
+            seen.append(kwargs["cross_attention_kwargs"]["per_layer_states"])
+            return unet_forward(*args, **kwargs)
+
+        pipe.unet.forward = recording
+        prompt = "a photo of a <concept>"
+        bld.blend(pipe, prompt, source, mask, samples=2, steps=4, guidance=3.0, strength=0.5,
+                  blend_start=0.0, dilations=[0], seed=0)  # fmt: skip
+        expected = xti.pipeline_kwargs(pipe, [prompt] * 2, 3.0)["cross_attention_kwargs"]
+    layers = len(xti.cross_attention_layers(pipe.unet))
+    assert len(seen) == 2  # the last half of a 4-step schedule
+    assert seen[0].shape == (layers, 4, 77, 32)  # negative rows first, as the pipeline orders them
+    assert torch.equal(seen[0], expected["per_layer_states"])
+    assert not torch.equal(seen[0][0, 2:], seen[0][-1, 2:])  # the layers' prompts differ

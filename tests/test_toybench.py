@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from PIL import Image
+from safetensors.torch import load_file
 
 from tests.conftest import compose_config
 from tirun import embeddings
@@ -182,3 +183,65 @@ def test_the_paired_difference_of_known_cases():
     mean, low, high = bootstrap_paired_difference(balanced, iterations=1000)
     assert mean == 0.0
     assert low == pytest.approx(-0.098, abs=0.015) and high == pytest.approx(0.098, abs=0.015)
+
+
+def test_the_validation_score_is_the_share_of_samples_the_oracle_reads_as_the_concept():
+    from tirun.toyworld.concepts import concept_images
+    from tirun.train import validation_judge
+
+    cfg = compose_config("+toybench=default", "dataset.concept=red_square", "validation.every=50")
+    assert list(cfg.validation.prompts) == [p for p, _ in CONCEPTS["red_square"].reconstruction]
+    judge = validation_judge(cfg, keep="validated")
+    squares, stars = concept_images("red_square", 3), concept_images("blue_star", 1)
+    assert judge([squares, stars]) == 3 / 4
+    cfg.validation.every = 0
+    with pytest.raises(ValueError, match="keep=validated keeps the word at its best validation"):
+        validation_judge(cfg, keep="validated")
+
+
+def test_keep_validated_saves_the_word_of_the_best_validation_score(tmp_path):
+    """Validation draws the concept's neutral prompts on seeds the scores never use; the oracle's
+    reading is the score, the word of the highest one is saved and is the curve's final point."""
+    run = tmp_path / "validated" / "0"
+    metrics = _tiny_bench(
+        run,
+        "validation.every=2",
+        "validation.images_per_prompt=2",
+        "validation.steps=2",
+        "train.early_stop.keep=validated",
+    )
+    early = metrics["early_stop"]
+    steps, scores = zip(*early["validation"], strict=True)
+    assert steps == (2, 4) and all(round(s * 6, 6).is_integer() for s in scores)  # 3 prompts × 2
+    best = steps[scores.index(max(scores))]  # the earliest of equal scores
+    assert early["kept"] == {"step": best, "score": max(scores),
+                             "why": "keep=validated: the highest validation score"}  # fmt: skip
+    saved = load_file(run / "learned_embeds.safetensors")["<concept>"]
+    shown = load_file(run / "samples" / "validation" / f"step_{best:06d}.safetensors")["<concept>"]
+    assert torch.equal(saved, shown)
+    bench = metrics["applications"]["toybench"]
+    assert bench["kept_step"] == best
+    # the last word, when another is kept, is scored beside the curve
+    assert bench["last_word"] is None if best == 4 else bench["last_word"]["step"] == 4
+
+
+def test_the_kept_word_is_measured_against_the_best_word_of_the_whole_budget(tmp_path):
+    """Validation kept step 200 (0.8); snapshot 300 scored 0.9 and the last word (400) 0.6: the
+    kept word reaches 0.8 / 0.9 = 0.889 of the budget's best, short of 90%."""
+    from experiments.calibrate import best_in_budget, validated_table
+    from tirun.toybench.report import Word
+
+    curve = [
+        {"step": s, "reconstruction": r} for s, r in [(0, 0.0), (100, 0.5), (200, 0.8), (300, 0.9)]
+    ]
+    curve.append({"step": 400, "reconstruction": 0.8})  # the final point: the kept word
+    metrics = {
+        "early_stop": {
+            "kept": {"step": 200, "why": "keep=validated: the highest validation score"}
+        },
+        "applications": {"toybench": {"last_word": {"step": 400, "reconstruction": 0.6}}},
+    }
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    word = Word("run", "red_square", "object", 0, curve, {}, tmp_path / "w.safetensors", tmp_path)
+    assert best_in_budget(word) == 0.9
+    assert validated_table([word])[-1] == "| 1 | 200 | 0.889 | 0/1 | 0.889 | 0/1 |"

@@ -7,6 +7,10 @@ the variance of its last `window` values falls below `threshold` times its varia
 whole run, the curve has flattened and training stops. The lowest value seen names the best
 snapshot, which the run keeps when `keep=best`, and a final value well above it flags a word
 that degraded.
+
+Where a validation score exists (the toy world's oracle reading the run's validation samples,
+`validation.oracle=true`), `keep=validated` keeps the word at the highest score instead, and a
+last score well below it flags the word as degraded too.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ class EarlyStop:
         every: evaluate the fixed-batch loss every N steps (0: off).
         window: how many recent evaluations the variance is taken over.
         threshold: stop when var(recent window) < threshold × var(whole run).
-        keep: `best` (the word at the lowest fixed-batch loss) or `last`.
-        degrade_ratio: flag the run when its final loss exceeds the best by this factor.
+        keep: `best` (the word at the lowest fixed-batch loss), `validated` (the word at the
+            highest validation score) or `last`.
+        degrade_ratio: flag the run when its final loss exceeds the best by this factor (or its
+            final validation score falls below the best by it).
     """
 
     every: int = 0
@@ -51,10 +57,15 @@ class EarlyStop:
     best: tuple[int, float] | None = None
     best_vectors: list[list[list[float]]] | None = None
     stopped: dict | None = None
+    validation: list[tuple[int, float]] = field(default_factory=list)
+    validated: tuple[int, float] | None = None
+    validated_vectors: list[list[list[float]]] | None = None
 
     def __post_init__(self) -> None:
-        if self.keep not in ("best", "last"):
-            raise ValueError(f"train.early_stop.keep={self.keep!r} is unknown; use best or last")
+        if self.keep not in ("best", "validated", "last"):
+            raise ValueError(
+                f"train.early_stop.keep={self.keep!r} is unknown; use best, validated or last"
+            )
         if self.every and self.window < 2:
             raise ValueError(f"train.early_stop.window={self.window} must be 2 or more")
 
@@ -87,35 +98,62 @@ class EarlyStop:
             return True
         return False
 
+    def record_validation(self, step: int, score: float, vectors: list[torch.Tensor]) -> None:
+        """Add one validation score (higher is better; the earliest of equal scores is kept)."""
+        self.validation.append((step, score))
+        if self.validated is None or score > self.validated[1]:
+            self.validated = (step, score)
+            self.validated_vectors = [v.detach().float().cpu().tolist() for v in vectors]
+
+    def kept(self) -> tuple[int, list[list[list[float]]]] | None:
+        """The step and vectors of the word to save instead of the last one (None: the last)."""
+        if self.keep == "best" and self.best:
+            return self.best[0], self.best_vectors
+        if self.keep == "validated" and self.validated:
+            return self.validated[0], self.validated_vectors
+        return None
+
     def outcome(self, final_step: int) -> dict:
         """What metrics.json says: when and why it stopped, the snapshot kept, a degradation."""
         result: dict = {
             "evaluations": len(self.history),
             "stopped": self.stopped,
             "history": [list(h) for h in self.history],
+            "validation": [list(v) for v in self.validation],
         }
-        if self.best is None:
-            return result
-        last_step, last = self.history[-1]
-        degraded = last > self.best[1] * self.degrade_ratio
+        kept: dict = {"step": final_step, "why": "keep=last"}
+        degraded = []
+        if self.best is not None:
+            last_step, last = self.history[-1]
+            result["best"] = {"step": self.best[0], "loss": self.best[1]}
+            if last > self.best[1] * self.degrade_ratio:
+                degraded.append(
+                    f"its fixed-batch loss rose from {self.best[1]:.4f} at step {self.best[0]} "
+                    f"to {last:.4f} at step {last_step}"
+                )
+            if self.keep == "best":
+                kept = {"step": self.best[0], "loss": self.best[1],
+                        "why": "keep=best: the lowest fixed-batch loss"}  # fmt: skip
+        if self.validated is not None:
+            last_step, last = self.validation[-1]
+            result["best_validated"] = {"step": self.validated[0], "score": self.validated[1]}
+            if last * self.degrade_ratio < self.validated[1]:
+                degraded.append(
+                    f"its validation score fell from {self.validated[1]:.3f} at step "
+                    f"{self.validated[0]} to {last:.3f} at step {last_step}"
+                )
+            if self.keep == "validated":
+                kept = {"step": self.validated[0], "score": self.validated[1],
+                        "why": "keep=validated: the highest validation score"}  # fmt: skip
         if degraded:
             log.warning(
-                "the word degraded: its fixed-batch loss rose from %.4f at step %d to %.4f at "
-                "step %d%s",
-                self.best[1],
-                self.best[0],
-                last,
-                last_step,
-                "; the best snapshot is kept"
-                if self.keep == "best"
-                else " (train.early_stop.keep=best keeps the best)",
+                "the word degraded: %s%s",
+                "; ".join(degraded),
+                f"; the word of step {kept['step']} is kept ({kept['why']})"
+                if kept["step"] != final_step
+                else " (train.early_stop.keep=best or validated keeps an earlier one)",
             )
-        kept = self.best if self.keep == "best" else (final_step, last)
-        result.update(
-            best={"step": self.best[0], "loss": self.best[1]},
-            kept={"step": kept[0], "loss": kept[1], "why": f"keep={self.keep}"},
-            degraded=degraded,
-        )
+        result.update(kept=kept, degraded=bool(degraded))
         return result
 
     def state_dict(self) -> dict:
@@ -124,6 +162,9 @@ class EarlyStop:
             "best": self.best,
             "best_vectors": self.best_vectors,
             "stopped": self.stopped,
+            "validation": self.validation,
+            "validated": self.validated,
+            "validated_vectors": self.validated_vectors,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -131,3 +172,6 @@ class EarlyStop:
         self.best = tuple(state["best"]) if state.get("best") else None
         self.best_vectors = state.get("best_vectors")
         self.stopped = state.get("stopped")
+        self.validation = [tuple(v) for v in state.get("validation", [])]
+        self.validated = tuple(state["validated"]) if state.get("validated") else None
+        self.validated_vectors = state.get("validated_vectors")

@@ -11,6 +11,7 @@ import os
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import compute_snr
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 from tqdm.auto import tqdm
 
 from tirun import checkpoint, embeddings, sampling, tracking, xti
@@ -29,8 +31,10 @@ from tirun.data import LatentCache, TrainingViews, ViewSampler
 from tirun.early_stop import EarlyStop
 from tirun.files import atomic_write, write_json
 from tirun.health import Health
+from tirun.metrics import oracle as oracle_metrics
 from tirun.models import Components
 from tirun.templates import PromptSampler, per_image
+from tirun.toyworld.concepts import CONCEPTS
 from tirun.word import Word
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,7 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
     )
     early = EarlyStop(**tc.early_stop)
     fixed = fixed_batch(cache, templates, components, word, tc) if early.every else None
+    judge = validation_judge(cfg, early.keep)
 
     # 4. Optimizer over the word's vectors only; lr scaled as in the paper.
     lr = oc.lr * (tc.batch_size * tc.grad_accum * accelerator.num_processes if oc.scale_lr else 1)
@@ -196,7 +201,11 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
             path = save_word(word, layers, snapshot_path(run_dir, step), step)[0]
             progress.snapshots.append({"step": step, "seconds": seconds, "file": str(path)})
         if validating:
-            validate(cfg, components, word, step, run_dir, accelerator)
+            score = validate(cfg, components, word, step, run_dir, accelerator, judge)
+            if score is not None:
+                early.record_validation(step, score, word.vectors)
+                accelerator.log({"validation/score": score}, step=step)
+                log.info("step %d validation score %.3f", step, score)
         if saving and accelerator.is_main_process:
             loop = progress.state_dict(early)
             state = checkpoint.capture(step, word, optimizer, lr_scheduler, sampler, prompts, loop)
@@ -207,8 +216,8 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
             break
     bar.close()
 
-    # 7. Save the word in every format asked for (the best one with early_stop.keep=best),
-    #    and the metrics.
+    # 7. Save the word in every format asked for (with early_stop.keep=best or validated, the
+    #    word it names), and the metrics.
     objects = {
         "components": components,
         "word": word,
@@ -225,7 +234,7 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
         "optimizer_state_bytes": optimizer_state_bytes(optimizer),
         "word": word.stats(),
         "files": files,
-        "early_stop": early.outcome(step) if early.every else None,
+        "early_stop": early.outcome(step) if early.every or early.validation else None,
     }
     if accelerator.is_main_process:
         write_json(run_dir / "metrics.json", metrics)
@@ -423,10 +432,12 @@ def validate(
     step: int,
     run_dir: Path,
     accelerator: Accelerator,
-) -> None:
-    """A fixed-seed grid drawn from the word *as saved and loaded back* by the users' loader."""
+    judge: Callable[[list[list[Image.Image]]], float] | None = None,
+) -> float | None:
+    """A fixed-seed grid drawn from the word *as saved and loaded back* by the users' loader;
+    with a judge, its score of those samples (the run's validation score)."""
     if not accelerator.is_main_process:
-        return
+        return None
     vc = cfg.validation
     folder = run_dir / "samples" / "validation"
     layers = xti.cross_attention_layers(components.unet) if word.per_layer else []
@@ -449,16 +460,45 @@ def validate(
     picture = sampling.grid(rows, prompts)
     atomic_write(folder / f"step_{step:06d}.png", lambda tmp: picture.save(tmp, format="PNG"))
     tracking.log_images(accelerator, "validation", picture, step)
+    return judge(rows) if judge else None
+
+
+def validation_judge(
+    cfg: DictConfig, keep: str
+) -> Callable[[list[list[Image.Image]]], float] | None:
+    """The run's validation score where one exists: with ``validation.oracle=true``, the share of
+    the validation samples in which the toy world's oracle reads the dataset's whole concept."""
+    vc = cfg.validation
+    if keep == "validated" and not (vc.every and vc.oracle):
+        raise ValueError(
+            "train.early_stop.keep=validated keeps the word at its best validation score: set "
+            "validation.every=N and validation.oracle=true (a toy concept's run)"
+        )
+    if not vc.oracle:
+        return None
+    concept = CONCEPTS.get(cfg.dataset.get("concept") or "")
+    if concept is None:
+        raise ValueError(
+            "validation.oracle=true reads a toy concept's attributes: set dataset.concept to one "
+            "of `python -m tirun.toybench --list`"
+        )
+    oracle = oracle_metrics.load()
+
+    def judge(rows: list[list[Image.Image]]) -> float:
+        return oracle_metrics.match_rate(
+            oracle, [i for row in rows for i in row], concept.attributes
+        )
+
+    return judge
 
 
 def save_outputs(
     cfg: DictConfig, run_dir: Path, word: Word, layers: list[str], step: int, early: EarlyStop
 ) -> list[str]:
     """The learned word in every format of ``cfg.export`` (an XTI word: its own file); with
-    ``early_stop.keep=best``, the word at its lowest fixed-batch loss."""
-    kept = (
-        (early.best[0], early.best_vectors) if early.keep == "best" and early.best else (step, None)
-    )
+    ``early_stop.keep=best`` or ``validated``, the word at its lowest fixed-batch loss or highest
+    validation score."""
+    kept = early.kept() or (step, None)
     if layers:
         return [str(p) for p in save_word(word, layers, run_dir / xti.FILE_NAME, *kept)]
     learned = word.learned(*kept)

@@ -26,6 +26,7 @@ from diffusers import DDIMScheduler
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 
+from tirun import xti
 from tirun.applications.context import Context, Sampling, check_templates, with_baseline
 from tirun.data import to_rgb
 from tirun.metrics.background import background_mse, background_psnr
@@ -163,8 +164,15 @@ def blend(
     scale = vae.config.scaling_factor
     generators = [torch.Generator().manual_seed(seed + j) for j in range(samples)]
 
-    # 1. Text conditioning as the pipeline computes it (it expands multi-vector words).
-    cond, uncond = pipe.encode_prompt(prompt, device, samples, guidance > 1, None)
+    # 1. Text conditioning as the pipeline computes it (it expands multi-vector words); an XTI
+    #    word's layers each read the prompt written with their own token.
+    attention = None
+    if getattr(pipe, "tirun_xti", None):
+        per_layer = xti.pipeline_kwargs(pipe, [prompt] * samples, guidance)
+        cond, uncond = per_layer["prompt_embeds"], per_layer["negative_prompt_embeds"]
+        attention = per_layer["cross_attention_kwargs"]
+    else:
+        cond, uncond = pipe.encode_prompt(prompt, device, samples, guidance > 1, None)
     embeds = torch.cat([uncond, cond]) if guidance > 1 else cond
 
     # 2. The source's latents (posterior mean) and the mask at their resolution.
@@ -192,7 +200,7 @@ def blend(
             m = masks[i * len(masks) // len(timesteps)]
             z = scheduler.add_noise(z0, noise(), t.reshape(1)) * (1 - m) + z * m
         z_in = scheduler.scale_model_input(torch.cat([z, z]) if guidance > 1 else z, t)
-        eps = unet(z_in, t, encoder_hidden_states=embeds).sample
+        eps = unet(z_in, t, encoder_hidden_states=embeds, cross_attention_kwargs=attention).sample
         if guidance > 1:
             eps_uncond, eps_cond = eps.chunk(2)
             eps = eps_uncond + guidance * (eps_cond - eps_uncond)

@@ -58,6 +58,16 @@ def run(ctx: Context, *, samples_per_set: int, every: int, sampling: dict) -> di
             ctx.save_grid(rows["reconstruction"] + rows["editability"], "final", labelled)
         outcomes = scores.pop("outcomes")
         curve.append({"step": point["step"], "seconds": point["seconds"], **scores})
+    # A kept earlier word leaves the run's last one off the curve: scored too, so "the best word
+    # anywhere in the budget" is known (experiments/calibrate.py).
+    last = next((s for s in trained.get("snapshots", []) if s["step"] == final["step"]), None)
+    last_word = None
+    if kept != final["step"] and last is not None:
+        scores = score_word(ctx.components, ctx.oracle, ctx.concept, settings, last["file"],
+                            samples_per_set, tokenizers)  # fmt: skip
+        last_word = {"step": last["step"], "seconds": last["seconds"],
+                     "reconstruction": scores["reconstruction"],
+                     "editability": scores["editability"]}  # fmt: skip
     return {
         "concept": ctx.concept.name,
         "kind": ctx.concept.kind,
@@ -67,6 +77,7 @@ def run(ctx: Context, *, samples_per_set: int, every: int, sampling: dict) -> di
         "final": curve[-1],
         "initializer": curve[0],
         "kept_step": kept,
+        "last_word": last_word,
         "outcomes": outcomes,
         "file": points[-1]["file"],
     }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The test-split ToyBench runs behind the README's figures, one job at a time with 2 threads
+# on an otherwise quiet machine (their seconds are compared with one another). Settings come
+# from the dev split (experiments/fast_dev.sh); nothing here was tuned on test.
+#   bash experiments/toybench_test.sh RUN [RUN ...]
+#   FIRST_SEED=1 SEEDS=2 bash experiments/toybench_test.sh RUN   # only seeds 1 and 2 of RUN
+# A run continued that way writes its jobs into toybench_runs/RUN beside the earlier ones
+# (copied into a subfolder of it, e.g. RUN/seed0): a report reads every job under the folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
+B4=(train.batch_size=4 optimizer.lr=1e-2 train.max_steps=200)   # the dev split's batch-4 recipe
+# test-paper-validated-3seeds keeps the word at its best validation score (the oracle reading a
+# grid on seeds of its own every 50 steps) and records the fixed-batch loss every 10 steps
+# without stopping, so `python -m experiments.calibrate --chosen` replays DVAR on it.
+
+declare -A RUNS=(
+  [test-paper-3seeds]=""
+  [test-common-3seeds]="train.loop=common"
+  [test-fast-3seeds]="${B4[*]}"
+  [test-fast-xti-2seeds]="${B4[*]} word.per_layer=true"
+  [test-fast-xti100-3seeds]="train.batch_size=4 optimizer.lr=1e-2 train.max_steps=100 word.per_layer=true application.every=50"
+  [test-paper-validated-3seeds]="validation.every=50 train.early_stop.keep=validated train.early_stop.every=10 train.early_stop.threshold=0"
+)
+for name in "$@"; do
+  [[ -v RUNS[$name] ]] || { echo "toybench_test.sh: error: no run named $name" >&2; exit 2; }
+  seeds=${name##*-}; seeds=${SEEDS:-${seeds%seeds}}; seeds=${seeds%seed}
+  # shellcheck disable=SC2086
+  "$PY" -m tirun.toybench split=test seeds="$seeds" first_seed="${FIRST_SEED:-0}" name="$name" \
+    tracker=none ${RUNS[$name]}
+done
