@@ -24,16 +24,23 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "applications.md"
-WORD = "learned_embeds.safetensors"
 
 
 # The first wave trains the three words; the second applies the saved ones.
 WAVES = (("variation", "style", "bias"), ("synthesis", "composition", "bld"))
 
 
+def saved_word(folder: Path) -> Path:
+    """The word a finished training command saved (its name depends on the recipe: an XTI word
+    has a file of its own)."""
+    metrics = folder / "metrics.json"
+    return Path(json.loads(metrics.read_text())["files"][0]) if metrics.is_file() else folder
+
+
 def commands(out: Path) -> dict[str, list[str]]:
-    """Each application's overrides; later ones read the words earlier ones saved."""
-    obj, style = out / "variation" / WORD, out / "style" / WORD
+    """Each application's overrides; later ones read the words earlier ones saved (called again
+    once they have)."""
+    obj, style = saved_word(out / "variation"), saved_word(out / "style")
     return {
         "variation": ["+exp=variation"],
         "style": ["+exp=style_transfer"],
@@ -225,6 +232,7 @@ def main() -> None:
     all_commands = commands(out)
     results = {}
     for wave in WAVES:
+        all_commands = commands(out)
         todo = [n for n in wave if not args.only or n in args.only]
         results.update(run_wave(todo, all_commands, out, args.threads, list(args.overrides)))
         for name in set(wave) - set(todo):

@@ -95,6 +95,30 @@ def fraction_row(label: str, fractions: list[float], bests: list[float]) -> str:
     )
 
 
+def validated_replay(words: list[Word]) -> list[str]:
+    """`keep=validated` replayed on the recorded validation scores under either rule for ties
+    (the earliest or the latest of equal scores), each kept word's reconstruction read off the
+    run's scored snapshots."""
+    lines = [
+        "| ties keep | mean kept step | mean kept/best recon. | runs ≥ 90% of best | "
+        "worst kept/best | learned words ≥ 90% of best |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for rule in ("earliest", "latest"):
+        fractions, bests, steps = [], [], []
+        for word in words:
+            scores = early_of(word)["validation"]
+            top = max(v for _, v in scores)
+            tied = [s for s, v in scores if v == top]
+            steps.append(tied[0] if rule == "earliest" else tied[-1])
+            curve = budget_curve(word)
+            best = max(p["reconstruction"] for p in curve if p["step"] > 0)
+            fractions.append(at_step(curve, steps[-1]) / best if best > 0 else 1.0)
+            bests.append(best)
+        lines.append(fraction_row(f"| {rule} | {statistics.fmean(steps):.0f}", fractions, bests))
+    return lines
+
+
 def validated_table(words: list[Word]) -> list[str]:
     """`keep=validated`: the saved word against the best word of the run's budget."""
     fractions, bests, kept_steps = [], [], []
@@ -214,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             early_of(w).get("kept", {}).get("why", "").startswith("keep=validated") for w in words
         ):
             lines += ["The kept word (`keep=validated`):", ""] + validated_table(words) + [""]
+            if not args.chosen:
+                lines += ["`keep=validated` replayed on the recorded validation scores:", ""]
+                lines += validated_replay(words) + [""]
         rows = norm_rows(words)
         all_rows += rows
         lines += [f"Word norm over its reference norm ({len(splits)} words):"]

@@ -23,10 +23,9 @@ import json
 import time
 from pathlib import Path
 
-from experiments.applications import model_note, pct, start
+from experiments.applications import model_note, pct, saved_word, start
 
 RESULTS = Path(__file__).parent / "results" / "toy_inversion.md"
-WORD = "learned_embeds.safetensors"
 SHAPES = ("circle", "triangle", "ring", "cross")  # drawn in purple in pretraining
 BACKGROUNDS = ("grass", "sand", "white", "bricks")
 
@@ -37,7 +36,7 @@ def hydra_list(items: list[str]) -> str:
 
 def scoring_commands(out: Path) -> dict[str, tuple[str, list[str], float]]:
     """name → (application, overrides, bar) for the 64-sample scores of the saved words."""
-    obj, style = out / "object" / WORD, out / "style" / WORD
+    obj, style = saved_word(out / "object"), saved_word(out / "style")
     backgrounds = [
         f"{{prompt:'a photo of a {{}} on {b}',adds:{{background:{b}}}}}" for b in BACKGROUNDS
     ]

@@ -43,12 +43,18 @@ def test_both_recipes_set_the_same_keys_so_either_replaces_the_other_whole():
 
 
 @pytest.mark.parametrize("preset", ["object", "style", "variation", "bld"])
-def test_the_toy_presets_use_the_paper_recipe_and_recipe_fast_replaces_it(preset):
-    paper = compose_config(f"+exp={preset}")
+def test_the_toy_presets_use_the_fast_recipe_and_recipe_paper_replaces_it(preset):
+    fast = compose_config(f"+exp={preset}")
+    assert (fast.train.max_steps, fast.train.batch_size, fast.optimizer.lr) == (100, 4, 1e-2)
+    assert fast.word.per_layer and fast.word.init == "embedding"
+    paper = compose_config(f"+exp={preset}", "+recipe=paper")
     assert (paper.train.max_steps, paper.train.batch_size, paper.optimizer.lr) == (400, 16, 5e-3)
-    fast = compose_config(f"+exp={preset}", "+recipe=fast")
-    assert (fast.train.max_steps, fast.train.batch_size, fast.optimizer.lr) == (200, 4, 1e-2)
-    assert paper.word.initializer == fast.word.initializer and fast.word.init == "embedding"
+    assert not paper.word.per_layer and paper.word.initializer == fast.word.initializer
+
+
+def test_the_bias_preset_keeps_the_paper_recipe_it_was_measured_with():
+    bias = compose_config("+exp=bias")
+    assert (bias.train.max_steps, bias.train.batch_size, bias.word.per_layer) == (400, 16, False)
 
 
 def test_the_debug_preset_is_a_short_tiny_run():
@@ -142,5 +148,5 @@ def test_the_main_command_runs_as_scripts_call_it(tmp_path):
         f"hydra.run.dir={tmp_path}/run",
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert (tmp_path / "run/learned_embeds.safetensors").is_file()
+    assert (tmp_path / "run/learned_embeds_xti.safetensors").is_file()  # the fast recipe's XTI word
     assert (tmp_path / "run/metrics.json").is_file()

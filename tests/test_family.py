@@ -98,9 +98,9 @@ def test_keep_validated_keeps_the_highest_score_and_flags_a_fall(caplog):
     rule = EarlyStop(keep="validated")
     for step, score in [(50, 0.25), (100, 0.75), (150, 0.75), (200, 0.5)]:
         rule.record_validation(step, score, [torch.full((1, 2), float(step))])
-    assert rule.kept() == (100, [[[100.0, 100.0]]])  # the earliest of equal scores
+    assert rule.kept() == (150, [[[150.0, 150.0]]])  # the latest of equal scores
     outcome = rule.outcome(final_step=200)
-    assert outcome["kept"] == {"step": 100, "score": 0.75,
+    assert outcome["kept"] == {"step": 150, "score": 0.75,
                                "why": "keep=validated: the highest validation score"}  # fmt: skip
     assert (
         outcome["degraded"] and "validation score fell from 0.750" in caplog.text
@@ -212,6 +212,12 @@ def test_xti_trains_one_token_per_cross_attention_layer_and_saves_its_own_file(t
     assert torch.equal(saved.vectors, objects["word"].vectors[0].detach())
     assert not (run_dir / "learned_embeds.safetensors").exists()
     assert metrics["files"] == [str(run_dir / xti.FILE_NAME)]
+
+
+def test_an_xti_word_asked_for_other_tools_formats_is_refused_before_training(tiny_run, tmp_path):
+    with pytest.raises(ValueError, match=r"export=\['diffusers', 'a1111'\]: an XTI word"):
+        tiny_run("word.per_layer=true", "export=[diffusers,a1111]")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_stock_pipeline_with_the_xti_loader_predicts_what_training_did(tiny_run):

@@ -99,9 +99,11 @@ class EarlyStop:
         return False
 
     def record_validation(self, step: int, score: float, vectors: list[torch.Tensor]) -> None:
-        """Add one validation score (higher is better; the earliest of equal scores is kept)."""
+        """Add one validation score (higher is better). Of equal scores the latest is kept: a
+        grid of a few dozen samples ties often, and on ToyBench's dev split the later of tied
+        words was as good or better (experiments/results/calibration.md)."""
         self.validation.append((step, score))
-        if self.validated is None or score > self.validated[1]:
+        if self.validated is None or score >= self.validated[1]:
             self.validated = (step, score)
             self.validated_vectors = [v.detach().float().cpu().tolist() for v in vectors]
 

@@ -54,6 +54,11 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
     tc, wc, oc = cfg.train, cfg.word, cfg.optimizer
     if tc.max_steps < 1:
         raise ValueError(f"train.max_steps={tc.max_steps} trains nothing: give 1 or more steps")
+    if wc.per_layer and set(cfg.export) - {"diffusers"}:
+        raise ValueError(
+            f"export={list(cfg.export)}: an XTI word (word.per_layer=true) has a file of its own "
+            "that other tools' formats cannot hold; train with +recipe=paper for those"
+        )
 
     # 1. Accelerator, seeds, precision.
     accelerator = make_accelerator(cfg, run_dir)
