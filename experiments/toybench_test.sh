@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 B4=(train.batch_size=4 optimizer.lr=1e-2 train.max_steps=200)   # the dev split's batch-4 recipe
-# test-paper-validated-3seeds keeps the word at its best validation score (the oracle reading a
+# test-paper-validated-1seed keeps the word at its best validation score (the oracle reading a
 # grid on seeds of its own every 50 steps) and records the fixed-batch loss every 10 steps
 # without stopping, so `python -m experiments.calibrate --chosen` replays DVAR on it.
 
@@ -21,7 +21,7 @@ declare -A RUNS=(
   [test-fast-3seeds]="${B4[*]}"
   [test-fast-xti-2seeds]="${B4[*]} word.per_layer=true"
   [test-fast-xti100-3seeds]="train.batch_size=4 optimizer.lr=1e-2 train.max_steps=100 word.per_layer=true application.every=50"
-  [test-paper-validated-3seeds]="validation.every=50 train.early_stop.keep=validated train.early_stop.every=10 train.early_stop.threshold=0"
+  [test-paper-validated-1seed]="validation.every=50 train.early_stop.keep=validated train.early_stop.every=10 train.early_stop.threshold=0"
 )
 for name in "$@"; do
   [[ -v RUNS[$name] ]] || { echo "toybench_test.sh: error: no run named $name" >&2; exit 2; }
