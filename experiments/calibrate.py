@@ -25,6 +25,7 @@ reported at, once they are chosen on dev).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -62,9 +63,15 @@ def at_step(curve: list[dict], step: int, metric: str = "reconstruction") -> flo
     return points[-1][1]
 
 
+@functools.cache
+def metrics_of(folder: Path) -> dict:
+    """A job's `metrics.json`, read once: the tables below ask for it per setting and per word."""
+    return json.loads((folder / "metrics.json").read_text())
+
+
 def early_of(word: Word) -> dict:
-    """What the job's trainer wrote of its early stop and kept word (`metrics.json`)."""
-    return json.loads((word.folder / "metrics.json").read_text()).get("early_stop") or {}
+    """What the job's trainer wrote of its early stop and kept word."""
+    return metrics_of(word.folder).get("early_stop") or {}
 
 
 def history_of(word: Word) -> list[tuple[int, float]]:
@@ -74,8 +81,7 @@ def history_of(word: Word) -> list[tuple[int, float]]:
 def budget_curve(word: Word) -> list[dict]:
     """The run's words along its whole budget: its curve, whose final point is the saved word,
     with the last word in that place when an earlier one was kept."""
-    metrics = json.loads((word.folder / "metrics.json").read_text())
-    last = metrics["applications"]["toybench"].get("last_word")
+    last = metrics_of(word.folder)["applications"]["toybench"].get("last_word")
     return word.curve if last is None else word.curve[:-1] + [last]
 
 

@@ -487,6 +487,8 @@ def validation_judge(
             "validation.oracle=true reads a toy concept's attributes: set dataset.concept to one "
             "of `python -m tirun.toybench --list`"
         )
+    if not vc.every:
+        return None  # no grid is drawn: every ToyBench job starts without loading the oracle
     oracle = oracle_metrics.load()
 
     def judge(rows: list[list[Image.Image]]) -> float:
