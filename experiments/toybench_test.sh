@@ -14,6 +14,8 @@ B4=(train.batch_size=4 optimizer.lr=1e-2 train.max_steps=200)   # the dev split'
 # test-paper-validated-1seed keeps the word at its best validation score (the oracle reading a
 # grid on seeds of its own every 50 steps) and records the fixed-batch loss every 10 steps
 # without stopping, so `python -m experiments.calibrate --chosen` replays DVAR on it.
+# test-paper-{masked,cross,norm}-3seeds are the paper recipe with one later method switched on
+# (the masked loss, Cross Initialization, norm control), each paired with test-paper-3seeds.
 
 declare -A RUNS=(
   [test-paper-3seeds]=""
@@ -22,6 +24,9 @@ declare -A RUNS=(
   [test-fast-xti-2seeds]="${B4[*]} word.per_layer=true"
   [test-fast-xti100-3seeds]="train.batch_size=4 optimizer.lr=1e-2 train.max_steps=100 word.per_layer=true application.every=50"
   [test-paper-validated-1seed]="validation.every=50 train.early_stop.keep=validated train.early_stop.every=10 train.early_stop.threshold=0"
+  [test-paper-masked-3seeds]="dataset.masked=true"
+  [test-paper-cross-3seeds]="word.init=encoder_output"
+  [test-paper-norm-3seeds]="word.norm=vocab"
 )
 for name in "$@"; do
   [[ -v RUNS[$name] ]] || { echo "toybench_test.sh: error: no run named $name" >&2; exit 2; }
