@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -54,9 +55,11 @@ def commands(out: Path) -> dict[str, list[str]]:
 def start(
     name: str, overrides: list[str], out: Path, threads: int
 ) -> tuple[subprocess.Popen, float, str]:
-    """Start one `python -m tirun` command in its own folder (its log beside it)."""
+    """Start one `python -m tirun` command in its own folder (its log beside it), emptied first:
+    a rerun must not find an earlier run's files there."""
     folder = out / name
-    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     argv = [sys.executable, "-m", "tirun", *overrides, "tracker=none", f"hydra.run.dir={folder}"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TIRUN_DEBUG": "1"}
     command = "python -m tirun " + " ".join(o.replace(str(out), "OUT") for o in overrides)

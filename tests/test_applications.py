@@ -12,7 +12,7 @@ from hydra.utils import get_method
 from PIL import Image
 
 from tests.conftest import CONF, compose_config
-from tirun import applications, embeddings, sampling
+from tirun import applications, embeddings, sampling, xti
 from tirun import eval as tirun_eval
 from tirun.applications import bld
 from tirun.applications.context import Context
@@ -104,6 +104,17 @@ def test_a_run_that_saved_no_word_is_refused(tmp_path):
         Context(cfg, tmp_path, {"status": "diverged"}, {}, "variation", {})
     with pytest.raises(ValueError, match="holds no learned word"):
         Context(cfg, tmp_path, {"status": "finished"}, {}, "variation", {})
+
+
+def test_the_application_applies_the_word_just_saved_not_one_an_earlier_run_left(tmp_path):
+    cfg = compose_config("model=tiny")
+    earlier = save_word(tmp_path)  # learned_embeds.safetensors of a paper-recipe run before
+    just_saved = tmp_path / xti.FILE_NAME
+    metrics = {"status": "finished", "files": [str(just_saved)]}
+    assert Context(cfg, tmp_path, metrics, {}, "variation", {}).sources == [just_saved]
+    # Of the formats one run saved, the diffusers file is the one applied.
+    metrics = {"status": "finished", "files": [str(tmp_path / "concept.pt"), str(earlier)]}
+    assert Context(cfg, tmp_path, metrics, {}, "variation", {}).sources == [earlier]
 
 
 def test_variation_on_a_saved_word_writes_grids_metrics_and_is_deterministic(tmp_path, oracle_dir):

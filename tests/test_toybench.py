@@ -187,7 +187,7 @@ def test_the_paired_difference_of_known_cases():
 
 def test_the_validation_score_is_the_share_of_samples_the_oracle_reads_as_the_concept():
     from tirun.toyworld.concepts import concept_images
-    from tirun.train import validation_judge
+    from tirun.validation import validation_judge
 
     cfg = compose_config("+toybench=default", "dataset.concept=red_square", "validation.every=50")
     assert list(cfg.validation.prompts) == [p for p, _ in CONCEPTS["red_square"].reconstruction]

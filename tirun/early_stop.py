@@ -25,16 +25,6 @@ log = logging.getLogger("tirun.train")
 
 
 @dataclass
-class FixedBatch:
-    """One batch drawn once: latents, noise, timesteps and token ids."""
-
-    latents: torch.Tensor
-    noise: torch.Tensor
-    timesteps: torch.Tensor
-    input_ids: list[torch.Tensor]
-
-
-@dataclass
 class EarlyStop:
     """The DVAR rule and the best snapshot by the deterministic loss.
 

@@ -11,7 +11,6 @@ import os
 import resource
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,18 +22,17 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import compute_snr
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 from tqdm.auto import tqdm
 
-from tirun import checkpoint, embeddings, sampling, tracking, xti
+from tirun import checkpoint, tracking, xti
 from tirun.data import LatentCache, TrainingViews, ViewSampler
 from tirun.early_stop import EarlyStop
 from tirun.files import atomic_write, write_json
 from tirun.health import Health
-from tirun.metrics import oracle as oracle_metrics
 from tirun.models import Components
+from tirun.outputs import save_outputs, save_word, snapshot_path
 from tirun.templates import PromptSampler, per_image
-from tirun.toyworld.concepts import CONCEPTS
+from tirun.validation import validate, validation_judge
 from tirun.word import Word
 
 log = logging.getLogger(__name__)
@@ -428,116 +426,6 @@ def min_snr_weights(components: Components, timesteps: torch.Tensor, gamma: floa
     if components.prediction_type == "v_prediction":
         return snr.clamp(max=gamma) / (snr + 1)
     return snr.clamp(max=gamma) / snr
-
-
-def validate(
-    cfg: DictConfig,
-    components: Components,
-    word: Word,
-    step: int,
-    run_dir: Path,
-    accelerator: Accelerator,
-    judge: Callable[[list[list[Image.Image]]], float] | None = None,
-) -> float | None:
-    """A fixed-seed grid drawn from the word *as saved and loaded back* by the users' loader;
-    with a judge, its score of those samples (the run's validation score)."""
-    if not accelerator.is_main_process:
-        return None
-    vc = cfg.validation
-    folder = run_dir / "samples" / "validation"
-    layers = xti.cross_attention_layers(components.unet) if word.per_layer else []
-    files = save_word(word, layers, folder / f"step_{step:06d}.safetensors", step)
-    source = tuple(files) if len(files) == 2 else files[0]
-    with sampling.pipeline_with_words(
-        components, [source], vc.scheduler, tokenizers=word.original_tokenizers
-    ) as (pipe, tokens):
-        # The pipeline expands a multi-vector token itself: prompts carry the bare token.
-        prompts = [p.format(tokens[0]) for p in vc.prompts]
-        rows = sampling.sample(
-            pipe,
-            prompts,
-            vc.images_per_prompt,
-            vc.steps,
-            vc.guidance,
-            vc.seed,
-            components.resolution,
-        )
-    picture = sampling.grid(rows, prompts)
-    atomic_write(folder / f"step_{step:06d}.png", lambda tmp: picture.save(tmp, format="PNG"))
-    tracking.log_images(accelerator, "validation", picture, step)
-    return judge(rows) if judge else None
-
-
-def validation_judge(
-    cfg: DictConfig, keep: str
-) -> Callable[[list[list[Image.Image]]], float] | None:
-    """The run's validation score where one exists: with ``validation.oracle=true``, the share of
-    the validation samples in which the toy world's oracle reads the dataset's whole concept."""
-    vc = cfg.validation
-    if keep == "validated" and not (vc.every and vc.oracle):
-        raise ValueError(
-            "train.early_stop.keep=validated keeps the word at its best validation score: set "
-            "validation.every=N and validation.oracle=true (a toy concept's run)"
-        )
-    if not vc.oracle:
-        return None
-    concept = CONCEPTS.get(cfg.dataset.get("concept") or "")
-    if concept is None:
-        raise ValueError(
-            "validation.oracle=true reads a toy concept's attributes: set dataset.concept to one "
-            "of `python -m tirun.toybench --list`"
-        )
-    if not vc.every:
-        return None  # no grid is drawn: every ToyBench job starts without loading the oracle
-    oracle = oracle_metrics.load()
-
-    def judge(rows: list[list[Image.Image]]) -> float:
-        return oracle_metrics.match_rate(
-            oracle, [i for row in rows for i in row], concept.attributes
-        )
-
-    return judge
-
-
-def save_outputs(
-    cfg: DictConfig, run_dir: Path, word: Word, layers: list[str], step: int, early: EarlyStop
-) -> list[str]:
-    """The learned word in every format of ``cfg.export`` (an XTI word: its own file); with
-    ``early_stop.keep=best`` or ``validated``, the word at its lowest fixed-batch loss or highest
-    validation score."""
-    kept = early.kept() or (step, None)
-    if layers:
-        return [str(p) for p in save_word(word, layers, run_dir / xti.FILE_NAME, *kept)]
-    learned = word.learned(*kept)
-    return [
-        str(p)
-        for fmt in cfg.export
-        for p in embeddings.save(learned, export_path(run_dir, fmt, learned), fmt)
-    ]
-
-
-def snapshot_path(run_dir: Path, step: int) -> Path:
-    return run_dir / "snapshots" / f"step_{step:06d}.safetensors"
-
-
-def save_word(word: Word, layers: list[str], path: Path, step: int, vectors=None) -> list[Path]:
-    """The word in diffusers' format (two files for SDXL), or an XTI word in its own."""
-    learned = word.learned(step, vectors)
-    if layers:
-        return [xti.save(xti.XTIWord(learned.token, learned.vectors[0], layers, step), path)]
-    return embeddings.save(learned, path, "diffusers")
-
-
-def export_path(run_dir: Path, fmt: str, learned: embeddings.LearnedWord) -> Path:
-    """Where each format's file goes: the names the other tools look for."""
-    name = learned.token.strip("<>") or "word"
-    sdxl = len(learned.vectors) == 2
-    return {
-        "diffusers": run_dir / "learned_embeds.safetensors",
-        "a1111": run_dir / f"{name}.{'safetensors' if sdxl else 'pt'}",
-        "official": run_dir / "embeddings.pt",
-        "kohya": run_dir / f"{name}.kohya.safetensors",
-    }.get(fmt, run_dir / fmt)
 
 
 def optimizer_state_bytes(optimizer) -> int:

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from tirun import embeddings, sampling
+from tirun import embeddings, sampling, xti
 from tirun.files import atomic_write
 from tirun.metrics import oracle as oracle_metrics
 from tirun.metrics.clip import ClipScorer, without_words
@@ -92,11 +92,12 @@ class Context:
             raise ValueError(
                 f"training ended with status {metrics['status']!r} and saved no word: nothing to apply"
             )
-        saved = self.run_dir / embeddings.DIFFUSERS_NAME
-        if saved.is_file():
-            return [saved]
-        if metrics.get("files"):
-            return [metrics["files"][0]]
+        # The word training just saved, never a file an earlier run left in the same folder;
+        # of its formats, the one diffusers reads (an XTI word has one file).
+        files = [Path(f) for f in metrics.get("files", [])]
+        if files:
+            readable = [f for f in files if f.name in (embeddings.DIFFUSERS_NAME, xti.FILE_NAME)]
+            return [(readable or files)[0]]
         raise ValueError(
             f"{self.run_dir} holds no learned word to apply: train one or give embeddings=[path,...]"
         )

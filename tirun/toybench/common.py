@@ -26,7 +26,7 @@ from tirun import embeddings
 from tirun.embeddings import LearnedWord
 from tirun.files import atomic_write, write_json
 from tirun.models import Components
-from tirun.train import export_path, snapshot_path
+from tirun.outputs import export_path, snapshot_path
 
 
 def _pixels(image: Image.Image, size: int, flip: bool) -> torch.Tensor:
