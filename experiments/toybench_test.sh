@@ -27,6 +27,7 @@ declare -A RUNS=(
   [test-paper-masked-3seeds]="dataset.masked=true"
   [test-paper-cross-3seeds]="word.init=encoder_output"
   [test-paper-norm-3seeds]="word.norm=vocab"
+  [test-paper-norm-1seed]="word.norm=vocab"
 )
 for name in "$@"; do
   [[ -v RUNS[$name] ]] || { echo "toybench_test.sh: error: no run named $name" >&2; exit 2; }
