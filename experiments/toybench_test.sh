@@ -26,6 +26,7 @@ declare -A RUNS=(
   [test-paper-validated-1seed]="validation.every=50 train.early_stop.keep=validated train.early_stop.every=10 train.early_stop.threshold=0"
   [test-paper-masked-3seeds]="dataset.masked=true"
   [test-paper-cross-3seeds]="word.init=encoder_output"
+  [test-paper-cross-2seeds]="word.init=encoder_output"
   [test-paper-norm-3seeds]="word.norm=vocab"
   [test-paper-norm-1seed]="word.norm=vocab"
 )
