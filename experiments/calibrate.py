@@ -12,8 +12,8 @@ train.early_stop.threshold=0`, so they never stop and their whole budget is scor
   reconstruction the run reaches anywhere in its budget. The target: ≥ 90% of that best, on
   every word and on the words that learned their concept at all (best ≥ 0.25: for a word
   whose best is a few lucky samples, 90% of it is noise).
-- **The kept word** (`train.early_stop.keep=validated`, runs made with `validation.every=N`):
-  the saved word's reconstruction against the best the run reaches anywhere in its budget.
+- **The saved word** (the last, or the one `train.early_stop.keep=validated` or `best` kept):
+  its reconstruction against the best the run reaches at any scored step of its budget.
 - **Health** (`train.norm_warn_ratio`): the word's norm over its reference norm (the larger of
   the vocabulary's typical norm and the word's start) at every scored snapshot, beside its
   editability, so the warning fires where editability falls.
@@ -125,20 +125,27 @@ def validated_replay(words: list[Word]) -> list[str]:
     return lines
 
 
-def validated_table(words: list[Word]) -> list[str]:
-    """`keep=validated`: the saved word against the best word of the run's budget."""
+def saved_table(words: list[Word]) -> list[str]:
+    """The saved word (the one `keep=validated` or `keep=best` kept, else the last) against the
+    best word scored anywhere in the run's budget."""
     fractions, bests, kept_steps = [], [], []
     for word in words:
         best = best_in_budget(word)
         fractions.append(word.curve[-1]["reconstruction"] / best if best > 0 else 1.0)
         bests.append(best)
-        kept_steps.append(early_of(word)["kept"]["step"])
+        kept_steps.append(early_of(word).get("kept", {}).get("step", word.curve[-1]["step"]))
     return [
-        "| runs | mean kept step | mean kept/best recon. | runs ≥ 90% of best | worst kept/best | "
-        "learned words ≥ 90% of best |",
+        "| runs | mean saved step | mean saved/best recon. | runs ≥ 90% of best | "
+        "worst saved/best | learned words ≥ 90% of best |",
         "|---:|---:|---:|---:|---:|---:|",
         fraction_row(f"| {len(words)} | {statistics.fmean(kept_steps):.0f}", fractions, bests),
     ]
+
+
+def keep_rule(words: list[Word]) -> str:
+    """Which word the runs saved: `keep=validated`, `keep=best`, or the last (`keep=last`)."""
+    rules = {early_of(w).get("kept", {}).get("why", "keep=last").split(":")[0] for w in words}
+    return rules.pop() if len(rules) == 1 else "mixed"
 
 
 def dvar_table(words: list[Word], settings: list[tuple[int, float]]) -> list[str]:
@@ -240,13 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         if all(history_of(w) for w in words):
             lines += ["DVAR, simulated on the recorded fixed-batch losses:", ""]
             lines += dvar_table(words, settings) + [""]
-        if all(
-            early_of(w).get("kept", {}).get("why", "").startswith("keep=validated") for w in words
-        ):
-            lines += ["The kept word (`keep=validated`):", ""] + validated_table(words) + [""]
-            if not args.chosen:
-                lines += ["`keep=validated` replayed on the recorded validation scores:", ""]
-                lines += validated_replay(words) + [""]
+        lines += [
+            f"The saved word ({keep_rule(words)}) against the best word scored in the budget:"
+        ]
+        lines += [""] + saved_table(words) + [""]
+        if keep_rule(words) == "keep=validated" and not args.chosen:
+            lines += ["`keep=validated` replayed on the recorded validation scores:", ""]
+            lines += validated_replay(words) + [""]
         rows = norm_rows(words)
         all_rows += rows
         lines += [f"Word norm over its reference norm ({len(splits)} words):"]

@@ -229,7 +229,7 @@ def test_the_kept_word_is_measured_against_the_best_word_of_the_whole_budget(tmp
     """Validation kept step 200 (0.8); snapshot 300 scored 0.9 and the last word (400) 0.6: the
     kept word reaches 0.8 / 0.9 = 0.889 of the budget's best, short of 90%; had the tie at 0.75
     gone to the later word (step 300), 0.9 / 0.9."""
-    from experiments.calibrate import best_in_budget, validated_replay, validated_table
+    from experiments.calibrate import best_in_budget, keep_rule, saved_table, validated_replay
     from tirun.toybench.report import Word
 
     curve = [
@@ -246,9 +246,23 @@ def test_the_kept_word_is_measured_against_the_best_word_of_the_whole_budget(tmp
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     word = Word("run", "red_square", "object", 0, curve, {}, tmp_path / "w.safetensors", tmp_path)
     assert best_in_budget(word) == 0.9
-    assert validated_table([word])[-1] == "| 1 | 200 | 0.889 | 0/1 | 0.889 | 0/1 |"
+    assert keep_rule([word]) == "keep=validated"
+    assert saved_table([word])[-1] == "| 1 | 200 | 0.889 | 0/1 | 0.889 | 0/1 |"
     # replayed: of the tied 0.75s the earliest is step 200 (0.8), the latest step 300 (0.9)
     assert validated_replay([word])[-2:] == [
         "| earliest | 200 | 0.889 | 0/1 | 0.889 | 0/1 |",
         "| latest | 300 | 1.000 | 1/1 | 1.000 | 1/1 |",
     ]
+
+
+def test_a_run_that_keeps_its_last_word_is_measured_at_its_last_step(tmp_path):
+    """No early stop: the saved word is the last (step 400, 0.6), the budget's best step 200
+    (0.8): 0.6 / 0.8 = 0.75."""
+    from experiments.calibrate import keep_rule, saved_table
+    from tirun.toybench.report import Word
+
+    curve = [{"step": s, "reconstruction": r} for s, r in [(0, 0.0), (200, 0.8), (400, 0.6)]]
+    (tmp_path / "metrics.json").write_text(json.dumps({"applications": {"toybench": {}}}))
+    word = Word("run", "red_square", "object", 0, curve, {}, tmp_path / "w.safetensors", tmp_path)
+    assert keep_rule([word]) == "keep=last"
+    assert saved_table([word])[-1] == "| 1 | 400 | 0.750 | 0/1 | 0.750 | 0/1 |"
