@@ -54,7 +54,7 @@ def scoring_commands(out: Path) -> dict[str, tuple[str, list[str], float]]:
              "application.sampling.samples=16"],
             0.7,
         ),
-        "style": (
+        "style_transfer": (  # not "style": that folder holds the style word being scored
             "style",
             ["+exp=style_transfer", f"embeddings=[{style}]",
              f"application.subjects={hydra_list(subjects)}", "application.sampling.samples=16"],

@@ -15,7 +15,9 @@ B4=(train.batch_size=4 optimizer.lr=1e-2 train.max_steps=200)   # the dev split'
 # grid on seeds of its own every 50 steps) and records the fixed-batch loss every 10 steps
 # without stopping, so `python -m experiments.calibrate --chosen` replays DVAR on it.
 # test-paper-{masked,cross,norm}-3seeds are the paper recipe with one later method switched on
-# (the masked loss, Cross Initialization, norm control), each paired with test-paper-3seeds.
+# (the masked loss, Cross Initialization, norm control), each paired with test-paper-3seeds;
+# Cross Init ran 2 seeds and norm 1 (test-paper-cross-2seeds, test-paper-norm-1seed) where the
+# machine, 1.6x slower per step than for test-paper-3seeds, left no time for 3.
 
 declare -A RUNS=(
   [test-paper-3seeds]=""
