@@ -247,11 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         if all(history_of(w) for w in words):
             lines += ["DVAR, simulated on the recorded fixed-batch losses:", ""]
             lines += dvar_table(words, settings) + [""]
-        lines += [
-            f"The saved word ({keep_rule(words)}) against the best word scored in the budget:"
-        ]
+        rule = keep_rule(words)
+        lines += [f"The saved word ({rule}) against the best word scored in the budget:"]
         lines += [""] + saved_table(words) + [""]
-        if keep_rule(words) == "keep=validated" and not args.chosen:
+        if rule == "keep=validated" and not args.chosen:
             lines += ["`keep=validated` replayed on the recorded validation scores:", ""]
             lines += validated_replay(words) + [""]
         rows = norm_rows(words)

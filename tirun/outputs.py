@@ -1,5 +1,6 @@
 """Where a run's word goes: the saved word in every format asked for, snapshots along the way,
-and the file names other tools look for (the one place they are named)."""
+and the file names each format is written under (the file names themselves are the readers'
+constants: `embeddings.DIFFUSERS_NAME`, `xti.FILE_NAME`)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def export_path(run_dir: Path, fmt: str, learned: embeddings.LearnedWord) -> Pat
     name = learned.token.strip("<>") or "word"
     sdxl = len(learned.vectors) == 2
     return {
-        "diffusers": run_dir / "learned_embeds.safetensors",
+        "diffusers": run_dir / embeddings.DIFFUSERS_NAME,
         "a1111": run_dir / f"{name}.{'safetensors' if sdxl else 'pt'}",
         "official": run_dir / "embeddings.pt",
         "kohya": run_dir / f"{name}.kohya.safetensors",
