@@ -11,13 +11,15 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 B4=(train.batch_size=4 optimizer.lr=1e-2 train.max_steps=200)   # the dev split's batch-4 recipe
-# test-paper-validated-1seed keeps the word at its best validation score (the oracle reading a
-# grid on seeds of its own every 50 steps) and records the fixed-batch loss every 10 steps
-# without stopping, so `python -m experiments.calibrate --chosen` replays DVAR on it.
+# test-paper-validated-{1,3}seeds keep the word at its best validation score (the oracle reading
+# a grid on seeds of its own every 50 steps) and record the fixed-batch loss every 10 steps
+# without stopping, so `python -m experiments.calibrate --chosen` replays DVAR on them.
 # test-paper-{masked,cross,norm}-3seeds are the paper recipe with one later method switched on
-# (the masked loss, Cross Initialization, norm control), each paired with test-paper-3seeds;
-# Cross Init ran 2 seeds and norm 1 (test-paper-cross-2seeds, test-paper-norm-1seed) where the
-# machine, 1.6x slower per step than for test-paper-3seeds, left no time for 3.
+# (the masked loss, Cross Initialization, norm control), each paired with test-paper-3seeds.
+# Cross Init first ran 2 seeds and norm control 1 (test-paper-cross-2seeds,
+# test-paper-norm-1seed), validated 1 (test-paper-validated-1seed); their 3-seed folders hold a
+# copy of those jobs in a subfolder, continued with FIRST_SEED=2 SEEDS=1 (cross) and
+# FIRST_SEED=1 SEEDS=2 (norm, validated).
 
 declare -A RUNS=(
   [test-paper-3seeds]=""
@@ -26,6 +28,7 @@ declare -A RUNS=(
   [test-fast-xti-2seeds]="${B4[*]} word.per_layer=true"
   [test-fast-xti100-3seeds]="train.batch_size=4 optimizer.lr=1e-2 train.max_steps=100 word.per_layer=true application.every=50"
   [test-paper-validated-1seed]="validation.every=50 train.early_stop.keep=validated train.early_stop.every=10 train.early_stop.threshold=0"
+  [test-paper-validated-3seeds]="validation.every=50 train.early_stop.keep=validated train.early_stop.every=10 train.early_stop.threshold=0"
   [test-paper-masked-3seeds]="dataset.masked=true"
   [test-paper-cross-3seeds]="word.init=encoder_output"
   [test-paper-cross-2seeds]="word.init=encoder_output"
