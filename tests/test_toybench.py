@@ -112,6 +112,8 @@ def test_a_run_scores_the_initializer_every_snapshot_and_the_final_word(tmp_path
     for name in ("summary.md", "per_concept.csv", "curves.png", "tradeoff.png"):
         assert (tmp_path / "report" / name).is_file()
     assert (tmp_path / "report" / "words" / "common" / "red_square_seed0.safetensors").is_file()
+    report(tmp_path / "report", [tmp_path / "paper"])  # the same folder, one run fewer
+    assert sorted(p.name for p in (tmp_path / "report" / "words").iterdir()) == ["paper"]
 
     # `tirun.report` on the run's folder draws the same figures into its page
     (tmp_path / "paper" / "0" / ".hydra").mkdir(exist_ok=True)
