@@ -14,6 +14,8 @@ train.early_stop.threshold=0`, so they never stop and their whole budget is scor
   whose best is a few lucky samples, 90% of it is noise).
 - **The saved word** (the last, or the one `train.early_stop.keep=validated` or `best` kept):
   its reconstruction against the best the run reaches at any scored step of its budget.
+- **A shorter budget**: the word at each scored step, as if the run had stopped there, against
+  the best of the whole budget (what stopping a fixed number of steps earlier would lose).
 - **Health** (`train.norm_warn_ratio`): the word's norm over its reference norm (the larger of
   the vocabulary's typical norm and the word's start) at every scored snapshot, beside its
   editability, so the warning fires where editability falls.
@@ -142,6 +144,25 @@ def saved_table(words: list[Word]) -> list[str]:
     ]
 
 
+def budget_table(words: list[Word]) -> list[str]:
+    """The word at each step every run scored, as if its budget ended there, against the best
+    word scored anywhere in its whole budget."""
+    steps = set.intersection(*({p["step"] for p in budget_curve(w)} for w in words)) - {0}
+    lines = [
+        "| stop at step | mean word/best recon. | runs ≥ 90% of best | worst word/best | "
+        "learned words ≥ 90% of best |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for step in sorted(steps):
+        fractions, bests = [], []
+        for word in words:
+            curve, best = budget_curve(word), best_in_budget(word)
+            fractions.append(at_step(curve, step) / best if best > 0 else 1.0)
+            bests.append(best)
+        lines.append(fraction_row(f"| {step}", fractions, bests))
+    return lines
+
+
 def keep_rule(words: list[Word]) -> str:
     """Which word the runs saved: `keep=validated`, `keep=best`, or the last (`keep=last`)."""
     rules = {early_of(w).get("kept", {}).get("why", "keep=last").split(":")[0] for w in words}
@@ -250,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         rule = keep_rule(words)
         lines += [f"The saved word ({rule}) against the best word scored in the budget:"]
         lines += [""] + saved_table(words) + [""]
+        lines += [
+            "Each scored step's word, as if the budget ended there, against the budget's best:"
+        ]
+        lines += [""] + budget_table(words) + [""]
         if rule == "keep=validated" and not args.chosen:
             lines += ["`keep=validated` replayed on the recorded validation scores:", ""]
             lines += validated_replay(words) + [""]

@@ -221,7 +221,7 @@ def test_an_xti_word_asked_for_other_tools_formats_is_refused_before_training(ti
 
 
 def test_a_stock_pipeline_with_the_xti_loader_predicts_what_training_did(tiny_run):
-    from tirun import sampling, xti
+    from tirun import loading, sampling, xti
 
     _, objects, run_dir = tiny_run("word.per_layer=true", "optimizer.lr=0.5")
     components, word = objects["components"], objects["word"]
@@ -238,7 +238,7 @@ def test_a_stock_pipeline_with_the_xti_loader_predicts_what_training_did(tiny_ru
             x, t, states[0], cross_attention_kwargs={"per_layer_states": states}
         ).sample
         flat = components.unet(x, t, states[0]).sample  # the first layer's token everywhere
-    with sampling.pipeline_with_words(
+    with loading.pipeline_with_words(
         components, [run_dir / xti.FILE_NAME], tokenizers=word.original_tokenizers
     ) as (pipe, tokens):
         assert tokens == ["<concept>"]
@@ -279,7 +279,7 @@ def test_xti_mixing_takes_the_coarsest_layers_from_the_first_word(tiny_run, tmp_
 
 
 def test_bld_edits_with_an_xti_word_each_layer_reading_its_own_prompt(tiny_run):
-    from tirun import sampling, xti
+    from tirun import loading, xti
     from tirun.applications import bld
 
     _, objects, run_dir = tiny_run("word.per_layer=true", "optimizer.lr=0.5")
@@ -287,7 +287,7 @@ def test_bld_edits_with_an_xti_word_each_layer_reading_its_own_prompt(tiny_run):
     mask = np.zeros((32, 32), dtype=bool)
     mask[8:24, 8:24] = True
     seen = []
-    with sampling.pipeline_with_words(
+    with loading.pipeline_with_words(
         objects["components"],
         [run_dir / xti.FILE_NAME],
         tokenizers=objects["word"].original_tokenizers,

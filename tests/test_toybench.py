@@ -112,6 +112,8 @@ def test_a_run_scores_the_initializer_every_snapshot_and_the_final_word(tmp_path
     for name in ("summary.md", "per_concept.csv", "curves.png", "tradeoff.png"):
         assert (tmp_path / "report" / name).is_file()
     assert (tmp_path / "report" / "words" / "common" / "red_square_seed0.safetensors").is_file()
+    report(tmp_path / "report", [tmp_path / "paper"])  # the same folder, one run fewer
+    assert sorted(p.name for p in (tmp_path / "report" / "words").iterdir()) == ["paper"]
 
     # `tirun.report` on the run's folder draws the same figures into its page
     (tmp_path / "paper" / "0" / ".hydra").mkdir(exist_ok=True)
@@ -266,3 +268,24 @@ def test_a_run_that_keeps_its_last_word_is_measured_at_its_last_step(tmp_path):
     word = Word("run", "red_square", "object", 0, curve, {}, tmp_path / "w.safetensors", tmp_path)
     assert keep_rule([word]) == "keep=last"
     assert saved_table([word])[-1] == "| 1 | 400 | 0.750 | 0/1 | 0.750 | 0/1 |"
+
+
+def test_stopping_earlier_is_measured_against_the_whole_budgets_best(tmp_path):
+    """Word A scores 0.8 at step 200 and 0.6 at 400; word B (never learned: best 0.2 < 0.25)
+    0.1 then 0.2. Stopped at 200: A keeps 0.8/0.8 = 1, B 0.1/0.2 = 0.5 (mean 0.75). At 400:
+    A 0.6/0.8 = 0.75, B 1 (mean 0.875)."""
+    from experiments.calibrate import budget_table
+    from tirun.toybench.report import Word
+
+    words = []
+    for name, scores in (("a", (0.8, 0.6)), ("b", (0.1, 0.2))):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "metrics.json").write_text(json.dumps({"applications": {"toybench": {}}}))
+        curve = [{"step": 0, "reconstruction": 0.0}]
+        curve += [{"step": s, "reconstruction": r} for s, r in zip((200, 400), scores, strict=True)]
+        words.append(Word("run", name, "object", 0, curve, {}, folder / "w.safetensors", folder))
+    assert budget_table(words)[2:] == [
+        "| 200 | 0.750 | 1/2 | 0.500 | 1/1 |",
+        "| 400 | 0.875 | 1/2 | 0.750 | 0/1 |",
+    ]

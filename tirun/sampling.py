@@ -1,64 +1,14 @@
-"""Saved words in a diffusers pipeline, and fixed-seed sample grids from it: validation
-previews, applications, evaluation and ToyBench all draw through `pipeline_with_words`."""
+"""Fixed-seed samples from a pipeline with words loaded (`loading.pipeline_with_words`), and the
+grids that show them: validation previews, applications, evaluation and ToyBench."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from tirun import embeddings, xti
-from tirun.models import Components
-
-
-@contextmanager
-def pipeline_with_words(
-    components: Components,
-    sources: Sequence,
-    scheduler: str = "ddim",
-    tokens: Sequence[str | None] | None = None,
-    tokenizers: Sequence | None = None,
-) -> Iterator[tuple]:
-    """A pipeline over the model as it was before any word was added, with the *saved* words
-    ``sources`` loaded by diffusers' own ``load_textual_inversion``; yields (pipe, tokens).
-
-    This is the one road from a file to pictures, so a preview shows exactly what the file
-    gives users. Inside the block the text encoders carry their untouched tables (a word being
-    trained is set aside); afterwards everything comes back, rows included (transformers
-    resizes a table in place when a pipeline loads a word into it).
-
-    Args:
-        components: the model (a trained word's wrappers may be on its text encoders).
-        sources: word files (see `embeddings.load_into_pipeline`) or `LearnedWord`s.
-        scheduler: the sampling scheduler, `ddim` or `ddpm`.
-        tokens: token names overriding the files', one per source.
-        tokenizers: the tokenizers as they were before training added the word (default: the
-            model's own, when no word was added to them).
-    """
-    encoders = components.text_encoders
-    processors = components.unet.attn_processors  # an XTI word installs its own
-    installed = [e.get_input_embeddings() for e in encoders]
-    tables = [getattr(module, "table", module) for module in installed]
-    sizes = [e.config.vocab_size for e in encoders]
-    weights = [(t.weight.data, t.num_embeddings) for t in tables]
-    for encoder, table in zip(encoders, tables, strict=True):
-        encoder.set_input_embeddings(table)
-    try:
-        plain = [copy.deepcopy(t) for t in (tokenizers or components.tokenizers)]
-        pipe = Components(**{**vars(components), "tokenizers": plain}).pipeline(scheduler)
-        pipe.set_progress_bar_config(disable=True)
-        yield pipe, _load_words(pipe, list(sources), tokens)
-    finally:
-        components.unet.set_attn_processor(processors)
-        for encoder, module, size in zip(encoders, installed, sizes, strict=True):
-            encoder.set_input_embeddings(module)
-            encoder.config.vocab_size = size
-        for table, (weight, rows) in zip(tables, weights, strict=True):
-            table.weight.data = weight
-            table.num_embeddings = rows
+from tirun import xti
 
 
 def sample(
@@ -122,23 +72,6 @@ def sample(
     return [
         images[i * images_per_prompt : (i + 1) * images_per_prompt] for i in range(len(prompts))
     ]
-
-
-def _load_words(pipe, sources: list, tokens: Sequence[str | None] | None) -> list[str]:
-    """Plain words through `embeddings.load_into_pipeline`, XTI words through `xti`'s loader,
-    each under its file's name or the one in ``tokens``."""
-    names = list(tokens) if tokens is not None else [None] * len(sources)
-    plain = [(i, s) for i, s in enumerate(sources) if not xti.is_xti_file(s)]
-    loaded: dict[int, str] = {}
-    if plain:
-        added = embeddings.load_into_pipeline(
-            pipe, [s for _, s in plain], [names[i] for i, _ in plain] if tokens else None
-        )
-        loaded.update({i: name for (i, _), name in zip(plain, added, strict=True)})
-    for i, source in enumerate(sources):
-        if i not in loaded:
-            loaded[i] = xti.load_into_pipeline(pipe, source, names[i])
-    return [loaded[i] for i in range(len(sources))]
 
 
 TILE = 96  # smallest side a tile is shown at: toy samples (32 px) are scaled up 3x

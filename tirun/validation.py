@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig
 from PIL import Image
 
-from tirun import sampling, tracking, xti
+from tirun import loading, sampling, tracking, xti
 from tirun.files import atomic_write
 from tirun.metrics import oracle as oracle_metrics
 from tirun.models import Components
@@ -38,7 +38,7 @@ def validate(
     layers = xti.cross_attention_layers(components.unet) if word.per_layer else []
     files = save_word(word, layers, folder / f"step_{step:06d}.safetensors", step)
     source = tuple(files) if len(files) == 2 else files[0]
-    with sampling.pipeline_with_words(
+    with loading.pipeline_with_words(
         components, [source], vc.scheduler, tokenizers=word.original_tokenizers
     ) as (pipe, tokens):
         # The pipeline expands a multi-vector token itself: prompts carry the bare token.

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from tirun import embeddings, sampling, xti
+from tirun import embeddings, loading, sampling, xti
 from tirun.files import atomic_write
 from tirun.metrics import oracle as oracle_metrics
 from tirun.metrics.clip import ClipScorer, without_words
@@ -122,10 +122,10 @@ class Context:
         tokens: Sequence[str | None] | None = None,
     ) -> Iterator[tuple]:
         """A pipeline over the model with the *saved* words loaded by the users' loader
-        (`sampling.pipeline_with_words`); yields (pipe, tokens) and prompts carry the bare
+        (`loading.pipeline_with_words`); yields (pipe, tokens) and prompts carry the bare
         tokens."""
         tokenizers = self.word.original_tokenizers if self.word is not None else None
-        with sampling.pipeline_with_words(
+        with loading.pipeline_with_words(
             self.components, list(sources or self.sources), scheduler, tokens, tokenizers
         ) as (pipe, names):
             yield pipe, names

@@ -270,6 +270,8 @@ def report(out: Path, folders: list[Path], names: list[str] | None = None) -> st
     atomic_write(out / "per_concept.md", lambda tmp: tmp.write_text("\n".join(table) + "\n"))
     plot_curves(out / "curves.png", runs)
     plot_tradeoff(out / "tradeoff.png", runs)
+    # words/ holds this report's runs only: a run an earlier report compared is not left there
+    shutil.rmtree(out / "words", ignore_errors=True)
     for name, words in runs.items():
         for w in words:
             target = out / "words" / name / f"{w.concept}_seed{w.seed}.safetensors"

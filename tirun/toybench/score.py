@@ -1,6 +1,6 @@
 """ToyBench's scores of one word on its toy concept, and of a run's words along its training.
 
-A word is drawn through diffusers' own loader (`sampling.pipeline_with_words`) on fixed seeds
+A word is drawn through diffusers' own loader (`loading.pipeline_with_words`) on fixed seeds
 and the oracle reads every sample: **reconstruction** is the share of samples of the neutral
 prompts that show the whole concept; **editability** the share of samples of the other prompts
 that show the concept *and* what the prompt adds (a background or a style for objects, a shape
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from tirun import sampling
+from tirun import loading, sampling
 from tirun.applications.context import Sampling
 from tirun.metrics import oracle as oracle_metrics
 from tirun.models import Components
@@ -68,7 +68,7 @@ def score_word(
         tokenizers: the tokenizers before training added the word, when it was.
     """
     sources = [source] if source is not None else []
-    with sampling.pipeline_with_words(
+    with loading.pipeline_with_words(
         components, sources, settings.scheduler, tokenizers=tokenizers
     ) as (pipe, tokens):
         word = tokens[0] if tokens else concept.initializer
