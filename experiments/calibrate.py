@@ -147,18 +147,19 @@ def saved_table(words: list[Word]) -> list[str]:
 def budget_table(words: list[Word]) -> list[str]:
     """The word at each step every run scored, as if its budget ended there, against the best
     word scored anywhere in its whole budget."""
-    steps = set.intersection(*({p["step"] for p in budget_curve(w)} for w in words)) - {0}
     lines = [
         "| stop at step | mean word/best recon. | runs ≥ 90% of best | worst word/best | "
         "learned words ≥ 90% of best |",
         "|---:|---:|---:|---:|---:|",
     ]
+    curves = [budget_curve(w) for w in words]
+    bests = [best_in_budget(w) for w in words]
+    steps = set.intersection(*({p["step"] for p in curve} for curve in curves)) - {0}
     for step in sorted(steps):
-        fractions, bests = [], []
-        for word in words:
-            curve, best = budget_curve(word), best_in_budget(word)
-            fractions.append(at_step(curve, step) / best if best > 0 else 1.0)
-            bests.append(best)
+        fractions = [
+            at_step(curve, step) / best if best > 0 else 1.0
+            for curve, best in zip(curves, bests, strict=True)
+        ]
         lines.append(fraction_row(f"| {step}", fractions, bests))
     return lines
 
