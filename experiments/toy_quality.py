@@ -3,8 +3,8 @@
     python -m experiments.toy_quality [--samples 3] [--model DIR] [--oracle DIR]
 
 Prompts name seen combinations ("a photo of a red star on grass"); the oracle reads shape,
-colour and background off each sample (bars: shape ≥ 93%, colour and background ≥ 98%), and
-the style off style prompts (≥ 95%). The skew of the bias word and the unnamed shape are
+colour and background off each sample (bars: shape ≥ 95% and every named shape ≥ 90%, colour
+and background ≥ 98%), and the style off style prompts (every style ≥ 95%). The skew of the bias word and the unnamed shape are
 reported beside it. Writes experiments/results/toy_quality.md.
 """
 
@@ -26,8 +26,9 @@ from tirun.toyworld.world import BIAS_WORD, UNNAMED_SHAPE, is_held_out
 
 MODEL_PATH = ORACLE_PATH.parent / "model"
 RESULTS = Path(__file__).parent / "results" / "toy_quality.md"
-BARS = {"shape": 0.93, "colour": 0.98, "background": 0.98}
-STYLE_BAR = 0.95
+BARS = {"shape": 0.95, "colour": 0.98, "background": 0.98}
+SHAPE_BAR = 0.90  # every named shape
+STYLE_BAR = 0.95  # every style
 
 
 def generate(
@@ -136,7 +137,8 @@ def main() -> None:
     )
 
     passed = all(v >= BARS[k] for k, v in main_acc.items())
-    style_passed = style_acc["style"] >= STYLE_BAR
+    passed = passed and all(c[s] / c.total() >= SHAPE_BAR for s, c in drawn_as.items())
+    style_passed = all(acc["style"] >= STYLE_BAR for acc in per_style.values())
     lines = [
         "# Toy model quality (oracle-scored)",
         "",
@@ -150,7 +152,7 @@ def main() -> None:
         *[f"| {k} | {v:.1%} | {BARS[k]:.0%} |" for k, v in main_acc.items()],
         f"| all three | {joint:.1%} | – |",
         "",
-        f"Bar met: **{'yes' if passed else 'no'}**.",
+        f"Bars met (and every named shape ≥ {SHAPE_BAR:.0%}): **{'yes' if passed else 'no'}**.",
         "",
         "Each named shape and what the oracle read (a retrain that misses the bar shows here "
         "which word the model confuses):",
@@ -174,7 +176,7 @@ def main() -> None:
         ],
         "| all | " + " | ".join(f"{v:.1%}" for v in style_acc.values()) + " |",
         "",
-        f"Style bar ({STYLE_BAR:.0%}) met: **{'yes' if style_passed else 'no'}**.",
+        f"Style bar (every style ≥ {STYLE_BAR:.0%}) met: **{'yes' if style_passed else 'no'}**.",
         "",
         f'## Bias word: colours of "a photo of a {BIAS_WORD}" ({n} samples; pretraining drew it 90% red)',
         "",

@@ -21,7 +21,12 @@ B4=(train.batch_size=4 optimizer.lr=1e-2 train.max_steps=200)   # the dev split'
 # copy of those jobs in a subfolder, continued with FIRST_SEED=2 SEEDS=1 (cross) and
 # FIRST_SEED=1 SEEDS=2 (norm, validated).
 
+# v3-*: the runs on the toy model v3 (16 test concepts; earlier runs were on v2's 12): the
+# paper recipe, the presets' recipe and the common approach, side by side.
 declare -A RUNS=(
+  [v3-test-paper-3seeds]=""
+  [v3-test-fast-3seeds]="+recipe=fast application.every=50"
+  [v3-test-common-3seeds]="train.loop=common"
   [test-paper-3seeds]=""
   [test-common-3seeds]="train.loop=common"
   [test-fast-3seeds]="${B4[*]}"

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from tests.conftest import make_images, tirun_process
 from tirun import __main__ as tirun_main
+from tirun.choices import CHOICES
 
 TINY = ("model=tiny", "tracker=none", "train.batch_size=2", "train.checkpoint_every=0")
 EARLIER = {"learned_embeds.safetensors": b"an earlier run's word", "notes.txt": b"keep me\n"}
@@ -149,20 +150,59 @@ def test_no_dataset_at_all(cli):
     [
         ("train.max_steps=0", ("train.max_steps=0", "1 or more")),
         ("dataset.resolution=7", ("dataset.resolution=7", "multiple of the VAE's factor 2")),
-        ("train.attention=flash", ("train.attention='flash'", "sdpa")),
-        ("dataset.crop=diagonal", ("dataset.crop='diagonal'",)),
+        ("train.attention=flash", ("train.attention=flash is not a choice", "sdpa, xformers")),
+        ("dataset.crop=diagonal", ("dataset.crop=diagonal", "center, random")),
         ("dataset.flip_p=2", ("dataset.flip_p=2",)),
         ("dataset.repeats=0", ("dataset.repeats=0",)),
         ("word.num_vectors=0", ("word.num_vectors=0",)),
         ("word.initializer='two words'", ("word.initializer='two words'", "not one")),
         ("word.token=toy", ("word.token='toy'", "already in the vocabulary")),
         ("train.max_stepz=3", ("train.max_stepz is not a config key",)),
-        ("model=sd99", ("sd99",)),
+        ("model=sd99", ("model=sd99 is not a choice", "sd15, sd15_random")),
+        ("+recipe=nope", ("recipe=nope is not a choice; use one of fast, paper",)),
+        ("optimizer.lr=-1", ("optimizer.lr=-1 is out of range: it must be more than 0",)),
+        ("train.mixed_precision=fp8", ("train.mixed_precision=fp8", "no, fp16, bf16")),
     ],
 )
 def test_a_bad_config_value(cli, image_folder, override, names):
     outcome, run_dir = cli(*TINY, f"dataset.path={image_folder}", override)
     assert_one_line(outcome, run_dir, *names)
+
+
+@pytest.mark.parametrize("key", sorted(CHOICES))
+def test_every_enumerated_key_is_checked_against_its_choices_before_anything_runs(
+    cli, image_folder, key
+):
+    if key.startswith("application."):
+        args = ("application=variation", f"{key}=bogus")
+    elif key == "export":
+        args = ("export=[diffusers,bogus]",)
+    else:
+        args = (f"{key}=bogus",)
+    outcome, run_dir = cli(*TINY, f"dataset.path={image_folder}", *args)
+    shown = ", ".join("null" if c is None else c for c in CHOICES[key])
+    assert_one_line(outcome, run_dir, f"is not a choice; use one of {shown}", key)
+    assert not (run_dir / "config.yaml").exists()  # refused before the run began
+
+
+def test_every_module_that_acts_on_a_key_takes_its_choices_from_one_place():
+    from tirun import data, embeddings, models, templates, word
+
+    assert CHOICES["word.init"] == word.INITS
+    assert CHOICES["export"] == embeddings.FORMATS
+    assert CHOICES["train.attention"] == models.ATTENTION
+    assert CHOICES["dataset.crop"] == data.CROPS
+    assert tuple(sorted(templates.BUILTIN)) == tuple(sorted(CHOICES["template.kind"]))
+    for kind in CHOICES["validation.scheduler"]:
+        assert models.make_sampler(models.DDPMScheduler(), kind) is not None
+
+
+def test_a_masked_loss_on_images_without_masks_is_refused(cli, image_folder):
+    outcome, run_dir = cli(*TINY, f"dataset.path={image_folder}", "dataset.masked=true")
+    assert_one_line(
+        outcome, run_dir, "dataset.masked=true but 4 of 4 images have no mask", "0.png",
+        str(image_folder / "masks"),
+    )  # fmt: skip
 
 
 def test_a_model_path_that_does_not_exist(cli, image_folder, tmp_path):
@@ -373,3 +413,59 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(image_folder, tmp_pa
     assert "Traceback" not in result.stderr
     assert (run_dir / "notes.txt").read_text() == "keep me\n"
     assert "max_steps: 2" in (run_dir / "config.yaml").read_text()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE as a full disk: Linux")
+def test_a_disk_already_full_before_hydra_writes_its_config_is_the_same_one_line(
+    image_folder, tmp_path
+):
+    """With a file-size limit of one block, Hydra's own `.hydra/config.yaml` fails before the
+    job runs: the same disk message, and the earlier word as it was."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "learned_embeds.safetensors").write_bytes(EARLIER["learned_embeds.safetensors"])
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (512, 512))
+
+    result = tirun_process(
+        *TINY, f"dataset.path={image_folder}", f"hydra.run.dir={run_dir}", preexec_fn=limit
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tirun: error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert "config.yaml" in errors[0] and "File too large" in errors[0]
+    assert "free disk space" in errors[0]
+    assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+    assert (run_dir / "learned_embeds.safetensors").read_bytes() == EARLIER[
+        "learned_embeds.safetensors"
+    ]
+
+
+# --- what the terminal shows ---------------------------------------------------------------
+
+
+def test_an_error_is_said_once_on_the_terminal_and_kept_in_the_runs_log(image_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    result = tirun_process(
+        *TINY, f"dataset.path={image_folder}", "word.initializer='two words'",
+        f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
+    assert result.returncode == 2
+    terminal = result.stdout + result.stderr
+    said = "word.initializer='two words' is 7 tokens"  # the tiny model's tokenizer spells it
+    assert terminal.count(said) == 1, terminal
+    assert f"tirun: error: {said}" in result.stderr
+    (log_file,) = run_dir.glob("*.log")
+    assert f"error: {said}" in log_file.read_text()
+
+
+def test_a_clean_run_prints_no_warning_tirun_did_not_write(image_folder, tmp_path):
+    result = tirun_process(
+        *TINY, f"dataset.path={image_folder}", "train.max_steps=2", f"hydra.run.dir={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    foreign = [line for line in (result.stdout + result.stderr).splitlines()
+               if "warn" in line.lower() and "[tirun]" not in line]  # fmt: skip
+    assert foreign == [], foreign
+    assert "torchvision" not in result.stdout + result.stderr

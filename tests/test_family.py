@@ -145,7 +145,9 @@ def test_resume_keeps_the_early_stop_history(tiny_run, tmp_path, monkeypatch):
     assert resumed["early_stop"]["best"] == whole["early_stop"]["best"]
 
 
-def test_masks_come_from_the_alpha_channel_or_a_file_beside_the_image(tmp_path):
+def test_masks_come_from_the_alpha_channel_or_a_file_beside_the_image_and_none_is_refused(
+    tmp_path,
+):
     from PIL import Image
 
     from tirun.data import training_masks
@@ -157,10 +159,13 @@ def test_masks_come_from_the_alpha_channel_or_a_file_beside_the_image(tmp_path):
     rgba.save(folder / "a.png")
     Image.new("RGB", (8, 6), "blue").save(folder / "b.png")
     Image.new("L", (8, 6), 200).save(folder / "masks" / "b.png")
-    Image.new("RGB", (8, 6), "green").save(folder / "c.png")
-    a, b, c = training_masks(str(folder), None)
+    a, b = training_masks(str(folder))
     assert a.getpixel((1, 1)) == 255 and a.getpixel((0, 0)) == 0
-    assert b.getpixel((3, 3)) == 200 and c is None
+    assert b.getpixel((3, 3)) == 200
+    # an image with neither would train unmasked: refused, by name, with where its mask goes
+    Image.new("RGB", (8, 6), "green").save(folder / "c.png")
+    with pytest.raises(ValueError, match=r"1 of 3 images have no mask \(c.png\).*images/masks"):
+        training_masks(str(folder))
 
 
 def test_masked_loss_counts_only_the_masked_latents(tiny_sd1):

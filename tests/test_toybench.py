@@ -22,26 +22,42 @@ from tirun.toybench import __main__ as toybench
 from tirun.toybench.report import report
 from tirun.toybench.stats import bootstrap_mean
 from tirun.toyworld.concepts import CONCEPTS, DEV, split
+from tirun.toyworld.render import ATTRIBUTES, Attributes
 from tirun.toyworld.world import is_held_out
 
 
 def test_the_split_is_fixed_disjoint_and_large_enough():
     dev, test = split("dev"), split("test")
     assert [c.name for c in dev] == [
-        "purple_star", "red_square", "orange_triangle", "yellow_cross", "purple_mosaic",
-        "blue_shadowed",
+        "purple_star", "red_square", "green_outlined_star", "blue_mosaic_triangle",
+        "purple_mosaic", "blue_shadowed_bricks",
     ]  # fmt: skip
     assert {c.name for c in dev} == set(DEV) and not {c.name for c in dev} & {c.name for c in test}
     kinds = [c.kind for c in dev], [c.kind for c in test]
     assert kinds[0].count("object") >= 4 and kinds[0].count("style") >= 2
-    assert kinds[1].count("object") + kinds[0].count("object") >= 12
-    assert kinds[1].count("style") + kinds[0].count("style") >= 6
+    assert kinds[1].count("object") >= 10 and kinds[1].count("style") >= 6
     assert [c.name for c in split("research")] == ["unnamed_shape"]
 
 
 def test_every_benchmark_concept_is_a_combination_pretraining_never_draws():
     for concept in split("dev") + split("test"):
         assert all(is_held_out(attrs) for attrs in concept.image_attributes()), concept.name
+
+
+def test_a_triple_concept_is_new_only_as_a_whole():
+    """Every pair of a triple concept's attributes is drawn in pretraining; only the three
+    together are held out, so a triple costs pretraining no pair."""
+    triples = [c for c in split("dev") + split("test") if len(c.attributes) == 3]
+    assert len(triples) >= 10
+    for concept in triples:
+        attrs = concept.image_attributes()[0].as_dict()
+        keys = list(concept.attributes)
+        for drop in keys:
+            seen = {**attrs}
+            others = [v for v in ATTRIBUTES[drop] if v != concept.attributes[drop]]
+            assert any(not is_held_out(Attributes(**{**seen, drop: v})) for v in others), (
+                concept.name, drop,
+            )  # fmt: skip
 
 
 def test_list_prints_one_line_per_concept(capsys):
@@ -54,7 +70,7 @@ def test_list_prints_one_line_per_concept(capsys):
 
 def test_export_writes_the_very_images_training_uses(tmp_path):
     toybench.export(tmp_path)
-    for name in ("purple_star", "green_shadowed", "unnamed_shape"):
+    for name in ("purple_star", "yellow_shadowed", "green_mosaic_sand", "unnamed_shape"):
         cfg = compose_config("+toybench=default", f"dataset.concept={name}")
         trained = instantiate(cfg.dataset.images)
         folder = tmp_path / name
@@ -138,8 +154,8 @@ def test_words_from_another_tool_are_scored_like_tirun_s_own(tmp_path):
         for f in ("ours", "theirs")
     )
     assert ours["applications"]["toybench"]["final"] == theirs["applications"]["toybench"]["final"]
-    with pytest.raises(ValueError, match="no word file for blue_star"):
-        toybench.score_words(tmp_path / "ours", ["blue_star"], tmp_path / "x", 2)
+    with pytest.raises(ValueError, match="no word file for blue_ring"):
+        toybench.score_words(tmp_path / "ours", ["blue_ring"], tmp_path / "x", 2)
 
 
 def test_the_final_point_scores_the_word_early_stop_kept(tmp_path):
@@ -194,7 +210,7 @@ def test_the_validation_score_is_the_share_of_samples_the_oracle_reads_as_the_co
     cfg = compose_config("+toybench=default", "dataset.concept=red_square", "validation.every=50")
     assert list(cfg.validation.prompts) == [p for p, _ in CONCEPTS["red_square"].reconstruction]
     judge = validation_judge(cfg, keep="validated")
-    squares, stars = concept_images("red_square", 3), concept_images("blue_star", 1)
+    squares, stars = concept_images("red_square", 3), concept_images("blue_ring", 1)
     assert judge([squares, stars]) == 3 / 4
     cfg.validation.every = 0
     with pytest.raises(ValueError, match="keep=validated keeps the word at its best validation"):
@@ -289,3 +305,20 @@ def test_stopping_earlier_is_measured_against_the_whole_budgets_best(tmp_path):
         "| 200 | 0.750 | 1/2 | 0.500 | 1/1 |",
         "| 400 | 0.875 | 1/2 | 0.750 | 0/1 |",
     ]
+
+
+def test_each_run_is_read_against_the_concepts_text_ceilings(tmp_path):
+    from tirun.toybench.report import Word, ceiling_fraction, ceiling_lines
+
+    def word(concept: str, seed: int, reconstruction: float) -> Word:
+        point = {"step": 100, "seconds": 1.0, "reconstruction": reconstruction,
+                 "editability": 0.0, "attributes": {}}  # fmt: skip
+        return Word("run", concept, "object", seed, [point], {}, tmp_path, tmp_path)
+
+    words = [word("a", 0, 0.4), word("a", 1, 0.2), word("b", 0, 0.5), word("c", 0, 0.3)]
+    ceilings = {"a": 0.8, "b": 0.5, "c": 0.0}  # c: the model cannot draw it from its names
+    # (0.4/0.8 + 0.2/0.8 + 0.5/0.5) / 3, c left out
+    assert ceiling_fraction(words, ceilings) == pytest.approx((0.5 + 0.25 + 1.0) / 3)
+    assert ceiling_fraction(words, {}) is None
+    lines = ceiling_lines({"run": words}, ceilings)
+    assert "| a | 0.800 | 0.300 |" in lines and "| c | 0.000 | 0.300 |" in lines

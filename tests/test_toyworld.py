@@ -118,6 +118,15 @@ def test_held_out_combinations_never_appear_in_pretraining():
             assert any(getattr(a, key) == value for a, _, _ in draws)
     assert is_held_out(Attributes("star", "purple", "sand", "filled"))
     assert is_held_out(Attributes("circle", "purple", "grass", "mosaic"))
+    # a triple is held out only as a whole: a green outlined star, not a green star or an
+    # outlined star; a blue shadowed shape on bricks, not on grass
+    assert is_held_out(Attributes("star", "green", "sand", "outlined"))
+    assert not is_held_out(Attributes("star", "green", "sand", "filled"))
+    assert not is_held_out(Attributes("star", "yellow", "sand", "outlined"))
+    assert is_held_out(Attributes("cross", "blue", "bricks", "shadowed"))
+    assert not is_held_out(Attributes("cross", "blue", "grass", "shadowed"))
+    drawn = {(a.shape, a.colour, a.style) for a, _, _ in draws}
+    assert ("star", "green", "filled") in drawn and ("star", "green", "outlined") not in drawn
 
 
 def test_toy_captions_name_what_each_image_shows_besides_the_concept():

@@ -183,11 +183,12 @@ def test_min_snr_weights_are_min_snr_gamma_over_snr(tiny_sd1):
     alpha_bar = tiny_sd1.scheduler.alphas_cumprod[timesteps].double()
     snr = alpha_bar / (1 - alpha_bar)
     assert snr[0] > 5 > snr[2]  # one clipped, one not
-    weights = train_module.min_snr_weights(tiny_sd1, timesteps, 5.0).double()
+    weights = train_module.min_snr_weights(tiny_sd1.scheduler, timesteps, 5.0).double()
     assert torch.allclose(weights, torch.clamp(snr, max=5.0) / snr, rtol=1e-5)
     assert weights[2].item() == pytest.approx(1.0)
-    tiny_sd1.scheduler.register_to_config(prediction_type="v_prediction")
-    weights = train_module.min_snr_weights(tiny_sd1, timesteps, 5.0).double()
+    weights = train_module.min_snr_weights(
+        tiny_sd1.scheduler, timesteps, 5.0, "v_prediction"
+    ).double()
     assert torch.allclose(weights, torch.clamp(snr, max=5.0) / (snr + 1), rtol=1e-5)
 
 

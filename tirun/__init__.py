@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
 from omegaconf import OmegaConf
+
+
+class _NoTorchvisionFallbackNotice(logging.Filter):
+    """Drop transformers' notice that an image processor falls back to PIL without torchvision.
+
+    diffusers' Stable Diffusion pipeline modules import CLIP's and SigLIP's image processors
+    (for the safety checker and IP-Adapter image encoders, which tirun never loads), and
+    transformers 5 says so once per class on every run. Only that notice is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed); falling back to" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionFallbackNotice())
 
 
 def _toy(field: str, name: str) -> str | list[str]:

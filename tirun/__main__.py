@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
 import os
@@ -19,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from tqdm.auto import tqdm
 
-from tirun import tracking
+from tirun import choices, tracking
+from tirun.choices import CHOICES
 from tirun.files import write_json
 
 log = logging.getLogger("tirun")
@@ -60,13 +62,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise ValueError(
             f"config key {missing[0]} needs a value: add {missing[0]}=... to the command"
         )
+    choices.check(cfg)
     # torch and diffusers load here, so `--cfg job` stays quick
     if cfg.train.loop == "common":  # ToyBench's peer recipe: the diffusers example's loop
         from tirun.toybench.common import train
     elif cfg.train.loop == "tirun":
         from tirun.train import train
     else:
-        raise ValueError(f"train.loop={cfg.train.loop!r} is unknown; use tirun or common")
+        raise ValueError(
+            f"train.loop={cfg.train.loop!r} is unknown; use one of {CHOICES['train.loop']}"
+        )
 
     applying = cfg.get("application") is not None
     metrics, objects = (
@@ -125,6 +130,22 @@ def first_line(error: BaseException) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
+def file_being_written(error: BaseException) -> str | None:
+    """The name of the open file in the frame that raised ``error`` (or the nearest frame
+    around it that has one): a failed write says no file name of its own, unlike a failed
+    open (Hydra's write of `.hydra/config.yaml` on a full disk, say)."""
+    frames = []
+    tb = error.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            if isinstance(value, io.IOBase) and isinstance(getattr(value, "name", None), str):
+                return value.name
+    return None
+
+
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _NO_ACCESS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
 
@@ -139,7 +160,7 @@ def user_error(error: BaseException) -> str | None:
         if code:
             error = OSError(int(code.group(1)), os.strerror(int(code.group(1))))
     if isinstance(error, OSError) and error.errno is not None:
-        where = error.filename or "a file"
+        where = error.filename or file_being_written(error) or "a file"
         if error.errno in _DISK_FULL:
             return (
                 f"cannot write {where}: {error.strerror}; free disk space or point "
@@ -167,9 +188,16 @@ def composition_error(args: list[str]) -> str | None:
     overrides = [a for a in args if not a.startswith("hydra")]
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            compose("config", overrides=overrides)
+            cfg = compose("config", overrides=overrides)
     except HydraException as error:
         message = f"{error} {error.__cause__ or ''}"
+        absent = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", message)
+        if absent and (CONF / absent.group(1)).is_dir():
+            group, name = absent.groups()
+            options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+            return (
+                f"{group}={name} is not a choice; use one of {', '.join(options)} (conf/{group}/)"
+            )
         unknown = re.search(r"Could not override '([^']+)'", message)
         if unknown and "not in struct" in message:
             key = unknown.group(1)
@@ -178,16 +206,43 @@ def composition_error(args: list[str]) -> str | None:
                 f"(a new key is +{key}=...)"
             )
         return first_line(error)
-    return None
+    return choices.problem(cfg)
+
+
+def fail(message: str) -> None:
+    """Say ``message`` once on the terminal as `tirun: error: ...` (the run's log file, when
+    Hydra opened one, keeps a copy) and exit 2."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    for bar in list(tqdm._instances):  # a progress bar left open would share the line
+        bar.close()
+    print(f"tirun: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def cli() -> None:
     """`python -m tirun`: a bad command is one line; then Hydra composes and runs it."""
     problem = composition_error(sys.argv[1:])
     if problem:
-        print(f"tirun: error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    main()
+        fail(problem)
+    # Hydra's own writes (.hydra/config.yaml, before the job runs) fail outside `main`; with
+    # HYDRA_FULL_ERROR they reach the handler below instead of Hydra's multi-line report.
+    earlier = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except OSError as error:
+        message = user_error(error)
+        if message is None or os.environ.get("TIRUN_DEBUG"):
+            raise
+        fail(message)
+    finally:
+        if earlier is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = earlier
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
@@ -212,11 +267,7 @@ def main(cfg: DictConfig) -> float | None:
         message = user_error(error)
         if message is None:
             raise
-        log.error("error: %s", message)
-        for bar in list(tqdm._instances):  # a progress bar left open would share the line
-            bar.close()
-        print(f"tirun: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        fail(message)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tirun.choices import CHOICES
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-CROPS = ("center", "random")
+CROPS = CHOICES["dataset.crop"]
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -70,41 +72,25 @@ def load_image_folder(path: str) -> list[Image.Image]:
     return images
 
 
-def training_images(
-    path: str | None, concept: str | None, count: int = 5, seed: int = 0
-) -> list[Image.Image]:
-    """The images a word is learned from: a folder's, or a toy concept's renders.
+def training_images(path: str | None) -> list[Image.Image]:
+    """The images a word is learned from: a folder's (the toy world's datasets render theirs,
+    `tirun.toyworld.concepts.training_images`).
 
     Args:
-        path: a folder of 3-5 images; wins over ``concept``.
-        concept: a toy-world concept (`tirun.toyworld.concepts.CONCEPTS`), rendered on the fly.
-        count: renders of the concept.
-        seed: which renders.
+        path: a folder of 3-5 images.
     """
     if path:
         return load_image_folder(path)
-    if concept:
-        from tirun.toyworld.concepts import concept_images  # the toy world, only when asked
-
-        return concept_images(concept, count, seed)
     raise ValueError(
         "dataset.path is not set: point it at a folder of 3-5 images (dataset.path=...), "
         "or train on a toy concept (dataset=toy_object)"
     )
 
 
-def training_masks(
-    path: str | None, concept: str | None, count: int = 5, seed: int = 0
-) -> list[Image.Image | None]:
-    """Each training image's mask (white = what the word should learn), or None where it has
-    none: a folder image's alpha channel or ``masks/<image name>`` beside it; a toy concept's
-    renderer masks. Read only when the loss is masked (``dataset.masked=true``)."""
-    if not path:
-        from tirun.toyworld.concepts import CONCEPTS
-
-        if concept not in CONCEPTS:
-            raise ValueError(f"dataset.concept={concept!r} is not a toy concept")
-        return [mask for _, mask in CONCEPTS[concept].images_with_masks(count, seed)]
+def training_masks(path: str) -> list[Image.Image | None]:
+    """Each of a folder's images' mask (white = what the word should learn), or None where it
+    has none: the image's alpha channel or ``masks/<image name>`` beside it. Read only when the
+    loss is masked (``dataset.masked=true``)."""
     masks: list[Image.Image | None] = []
     for file in image_files(path):
         beside = file.parent / "masks" / file.name
@@ -119,6 +105,16 @@ def training_masks(
                 masks.append(image.convert("RGBA").getchannel("A") if has_alpha else None)
         except (UnidentifiedImageError, OSError, SyntaxError) as error:
             raise ValueError(f"cannot read the mask of {file}: {error}; fix or remove it") from None
+    unmasked = [
+        file.name for file, mask in zip(image_files(path), masks, strict=True) if mask is None
+    ]
+    if unmasked:
+        raise ValueError(
+            f"dataset.masked=true but {len(unmasked)} of {len(masks)} images have no mask "
+            f"({', '.join(unmasked[:3])}{', ...' if len(unmasked) > 3 else ''}): give each an "
+            f"alpha channel or a mask of the same name in {Path(path) / 'masks'}, or set "
+            "dataset.masked=false"
+        )
     return masks
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tirun.choices import CHOICES
+
 log = logging.getLogger("tirun.train")
 
 
@@ -52,9 +54,10 @@ class EarlyStop:
     validated_vectors: list[list[list[float]]] | None = None
 
     def __post_init__(self) -> None:
-        if self.keep not in ("best", "validated", "last"):
+        if self.keep not in CHOICES["train.early_stop.keep"]:
             raise ValueError(
-                f"train.early_stop.keep={self.keep!r} is unknown; use best, validated or last"
+                f"train.early_stop.keep={self.keep!r} is unknown; use one of "
+                f"{CHOICES['train.early_stop.keep']}"
             )
         if self.every and self.window < 2:
             raise ValueError(f"train.early_stop.window={self.window} must be 2 or more")

@@ -38,9 +38,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from tirun.choices import CHOICES
 from tirun.files import atomic_path
 
-FORMATS = ("diffusers", "a1111", "official", "kohya")
+FORMATS = CHOICES["export"]
 DIFFUSERS_NAME = "learned_embeds.safetensors"
 # A1111 and the official code key a word by "*", CLIP's token id 265; the official code swaps
 # the embedding of that id, so a prompt there says "*" whatever the word is called.

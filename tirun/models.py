@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +30,12 @@ from transformers import (
     CLIPTokenizer,
 )
 
+from tirun.choices import CHOICES, SCHEDULERS
+
 ASSETS = Path(__file__).parent / "assets"
 TOKENIZER_DIR = ASSETS / "tokenizer"
 PACKAGED_MODELS = {"toy": ASSETS / "toy" / "model"}
-ATTENTION = ("sdpa", "xformers", "eager")
+ATTENTION = CHOICES["train.attention"]
 
 
 class SDPAProcessor(AttnProcessor2_0):
@@ -175,7 +178,7 @@ class Components:
 
 def make_sampler(train_scheduler: DDPMScheduler, kind: str):
     """A sampling scheduler sharing the training noise schedule (`ddim` or `ddpm`)."""
-    samplers = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}
+    samplers = dict(zip(SCHEDULERS, (DDIMScheduler, DDPMScheduler), strict=True))
     if kind not in samplers:
         raise ValueError(f"scheduler {kind!r} is unknown; use one of {sorted(samplers)}")
     return samplers[kind].from_config(train_scheduler.config)
@@ -212,11 +215,17 @@ def _read(path: Path) -> dict:
     return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
 
 
-def build_part(arch_dir: str, part: str, tokenizer: CLIPTokenizer | None = None):
+def build_part(
+    arch_dir: str,
+    part: str,
+    tokenizer: CLIPTokenizer | None = None,
+    widths: Sequence[int] | None = None,
+):
     """One component of an architecture folder with fresh random weights (from the current
     torch seed): ``vae``, ``unet``, ``scheduler``, or ``text_encoder``/``text_encoder_2`` sized
     to ``tokenizer`` (its vocabulary and special ids). The one builder for every architecture:
     the tiny test models, real shapes for timing, and the toy model before pretraining.
+    ``widths`` replaces a UNet's ``block_out_channels`` (the toy model's capacity probes).
     """
     folder = _arch_folder(arch_dir)
     if part == "scheduler":
@@ -225,6 +234,8 @@ def build_part(arch_dir: str, part: str, tokenizer: CLIPTokenizer | None = None)
     if part == "vae":
         return AutoencoderKL.from_config(config)
     if part == "unet":
+        if widths:
+            config["block_out_channels"] = list(widths)
         return UNet2DConditionModel.from_config(config)
     if tokenizer is None:
         raise ValueError(f"{part} needs the tokenizer it reads ids from")

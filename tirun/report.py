@@ -269,12 +269,13 @@ document.querySelectorAll("th").forEach((th, column) => th.addEventListener("cli
 """
 _STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; font-size: 13px; }
+table { border-collapse: collapse; font-size: 13px; width: 100%; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-align: left; }
 th { background: #eee; cursor: pointer; user-select: none; }
 th[data-order="up"]::after { content: " \\25B2"; } th[data-order="down"]::after { content: " \\25BC"; }
 td.failed { color: #b00; }
-img.grid { max-width: 900px; image-rendering: pixelated; }
+img { max-width: 100%; height: auto; }
+img.grid { width: 100%; max-width: 900px; image-rendering: pixelated; }
 """
 
 

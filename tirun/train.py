@@ -407,7 +407,9 @@ def ldm_loss(
         covered = (weights.sum(dim=(1, 2, 3)) * error.shape[1]).clamp(min=1e-8)
         loss = (error * weights).sum(dim=(1, 2, 3)) / covered
     if min_snr_gamma:
-        loss = loss * min_snr_weights(components, timesteps, min_snr_gamma)
+        loss = loss * min_snr_weights(
+            components.scheduler, timesteps, min_snr_gamma, components.prediction_type
+        )
     return loss.mean()
 
 
@@ -420,10 +422,12 @@ def diffusion_target(
     return noise
 
 
-def min_snr_weights(components: Components, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+def min_snr_weights(
+    scheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str = "epsilon"
+) -> torch.Tensor:
     """Min-SNR-γ loss weights (Hang et al. 2023): min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR+1) for v."""
-    snr = compute_snr(components.scheduler, timesteps)
-    if components.prediction_type == "v_prediction":
+    snr = compute_snr(scheduler, timesteps)
+    if prediction_type == "v_prediction":
         return snr.clamp(max=gamma) / (snr + 1)
     return snr.clamp(max=gamma) / snr
 

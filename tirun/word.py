@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tirun import embeddings
+from tirun.choices import CHOICES
 from tirun.embeddings import LearnedWord
 from tirun.models import Components
 from tirun.xti import layer_tokens, per_layer_prompts
@@ -67,7 +68,7 @@ def _phrase_ids(tokenizer, phrase: str, num_vectors: int) -> list[int]:
     )
 
 
-INITS = ("embedding", "encoder_output")
+INITS = CHOICES["word.init"]
 
 
 def starts(

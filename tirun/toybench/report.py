@@ -3,9 +3,12 @@
 From each run's job folders (`metrics.json` with `applications.toybench`) it writes, into the
 report folder: `per_concept.csv` and `per_concept.md` (every concept × seed), `summary.md`
 (means with 95% bootstrap intervals, the worst word, the steps and seconds each run needs to
-reach 90% and 95% of the reference run's final reconstruction), `curves.png`
+reach 90% and 95% of the reference run's final reconstruction, and each concept against its text
+ceiling: what the model draws from the concept's attributes' names), `curves.png`
 (reconstruction against steps and against seconds), `tradeoff.png` (reconstruction against
-editability, the paper's trade-off figure), and `words/` (every final word, diffusers format).
+editability, a point per word), `plane.png` (each run's mean in that plane with its intervals,
+and the concepts drawn from their names: the paper's figure of its variants), and `words/`
+(every final word, diffusers format).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tirun.files import atomic_write
+from tirun.toybench.ceiling import read_ceilings
 from tirun.toybench.stats import bootstrap_mean, bootstrap_paired_difference
 
 TARGETS = (0.90, 0.95)
@@ -99,14 +103,47 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "never" if value is None else f"{value:.{digits}f}"
 
 
-def summary_lines(runs: dict[str, list[Word]], reference: str) -> list[str]:
+def ceiling_fraction(words: list[Word], ceilings: dict[str, float]) -> float | None:
+    """The mean over words of final reconstruction / the concept's text ceiling (words of a
+    concept the model cannot draw from its names at all are left out); None without ceilings."""
+    ratios = [w.final["reconstruction"] / ceilings[w.concept] for w in words
+              if ceilings.get(w.concept)]  # fmt: skip
+    return statistics.fmean(ratios) if ratios else None
+
+
+def ceiling_lines(runs: dict[str, list[Word]], ceilings: dict[str, float]) -> list[str]:
+    """Each concept's text ceiling beside each run's mean final reconstruction on it."""
+    concepts = sorted({w.concept for ws in runs.values() for w in ws})
+    lines = [
+        "",
+        "**Each concept against its text ceiling** (what the model draws from the concept's "
+        "attributes' names, `python -m tirun.toybench.ceiling`; each run's mean final "
+        "reconstruction over seeds):",
+        "",
+        "| concept | text ceiling | " + " | ".join(runs) + " |",
+        "|---|---:|" + "---:|" * len(runs),
+    ]
+    for concept in concepts:
+        cells = []
+        for words in runs.values():
+            mine = [w.final["reconstruction"] for w in words if w.concept == concept]
+            cells.append(f"{statistics.fmean(mine):.3f}" if mine else "–")
+        ceiling = ceilings.get(concept)
+        lines.append(f"| {concept} | {_fmt(ceiling)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_lines(
+    runs: dict[str, list[Word]], reference: str, ceilings: dict[str, float] | None = None
+) -> list[str]:
+    ceilings = ceilings or {}
     ref_final = statistics.fmean(w.final["reconstruction"] for w in runs[reference])
     lines = [
-        "| run | words | reconstruction (95% CI) | editability (95% CI) | worst word (recon.) | "
-        "steps | seconds | "
+        "| run | words | reconstruction (95% CI) | editability (95% CI) | fraction of the ceiling | "
+        "worst word (recon.) | steps | seconds | "
         + " | ".join(f"steps to {int(t * 100)}% | s to {int(t * 100)}%" for t in TARGETS)
         + " |",
-        "|---|---:|---|---|---|---:|---:|" + "---:|---:|" * len(TARGETS),
+        "|---|---:|---|---|---:|---|---:|---:|" + "---:|---:|" * len(TARGETS),
     ]
     for name, words in runs.items():
         rec, edit = interval(words, "reconstruction"), interval(words, "editability")
@@ -120,7 +157,8 @@ def summary_lines(runs: dict[str, list[Word]], reference: str) -> list[str]:
             ]
         lines.append(
             f"| {name} | {len(words)} | {rec[0]:.3f} ({rec[1]:.3f}–{rec[2]:.3f}) | "
-            f"{edit[0]:.3f} ({edit[1]:.3f}–{edit[2]:.3f}) | {worst.concept} s{worst.seed}: "
+            f"{edit[0]:.3f} ({edit[1]:.3f}–{edit[2]:.3f}) | "
+            f"{_fmt(ceiling_fraction(words, ceilings))} | {worst.concept} s{worst.seed}: "
             f"{worst.final['reconstruction']:.3f} | "
             f"{statistics.fmean(w.final['step'] for w in words):.0f} | "
             f"{statistics.fmean(w.final['seconds'] for w in words):.1f} | "
@@ -130,7 +168,9 @@ def summary_lines(runs: dict[str, list[Word]], reference: str) -> list[str]:
     lines += [
         "",
         f"Targets are fractions of the reference run `{reference}`'s final mean reconstruction "
-        f"({ref_final:.3f}). Intervals: bootstrap over concepts, seeds and samples (2000 draws).",
+        f"({ref_final:.3f}). Intervals: bootstrap over concepts, seeds and samples (2000 draws). "
+        "Fraction of the ceiling: the mean over words of reconstruction / the concept's text "
+        "ceiling.",
     ]
     lines += paired_lines(runs, reference)
     for kind in ("object", "style"):
@@ -146,6 +186,8 @@ def summary_lines(runs: dict[str, list[Word]], reference: str) -> list[str]:
         if rows:
             lines += ["", f"**{kind}s**", "", "| run | words | reconstruction | editability |",
                       "|---|---:|---|---|", *rows]  # fmt: skip
+    if ceilings:
+        lines += ceiling_lines(runs, ceilings)
     return lines
 
 
@@ -182,9 +224,12 @@ def paired_lines(runs: dict[str, list[Word]], reference: str) -> list[str]:
     ]
 
 
-def per_concept_rows(runs: dict[str, list[Word]]) -> tuple[list[str], list[list]]:
+def per_concept_rows(
+    runs: dict[str, list[Word]], ceilings: dict[str, float]
+) -> tuple[list[str], list[list]]:
     attributes = sorted({a for ws in runs.values() for w in ws for a in w.final["attributes"]})
-    head = ["run", "concept", "kind", "seed", "steps", "seconds", "reconstruction", "editability"]
+    head = ["run", "concept", "kind", "seed", "steps", "seconds", "reconstruction", "editability",
+            "text_ceiling"]  # fmt: skip
     head += [f"attr.{a}" for a in attributes]
     rows = []
     for name, words in runs.items():
@@ -192,7 +237,8 @@ def per_concept_rows(runs: dict[str, list[Word]]) -> tuple[list[str], list[list]
             f = w.final
             rows.append(
                 [name, w.concept, w.kind, w.seed, f["step"], round(f["seconds"], 1),
-                 round(f["reconstruction"], 4), round(f["editability"], 4)]
+                 round(f["reconstruction"], 4), round(f["editability"], 4),
+                 round(ceilings[w.concept], 4) if w.concept in ceilings else ""]
                 + [round(f["attributes"][a], 4) if a in f["attributes"] else "" for a in attributes]
             )  # fmt: skip
     return head, rows
@@ -240,6 +286,33 @@ def plot_tradeoff(path: Path, runs: dict[str, list[Word]]) -> None:
     _save(fig, path)
 
 
+def plot_plane(
+    path: Path, runs: dict[str, list[Word]], ceilings: dict[str, float], edits: dict[str, float]
+) -> None:
+    """The paper's comparison of variants: each run's mean reconstruction against its mean
+    editability with their 95% intervals, and "human captions" (the concepts drawn from their
+    names: the text ceiling and its named edits) over the same concepts."""
+    fig, ax = _pyplot().subplots(figsize=(6, 4.5), dpi=120)
+    for name, words in runs.items():
+        rec, edit = interval(words, "reconstruction"), interval(words, "editability")
+        ax.errorbar(rec[0], edit[0], xerr=[[rec[0] - rec[1]], [rec[2] - rec[0]]],
+                    yerr=[[edit[0] - edit[1]], [edit[2] - edit[0]]], marker="o", capsize=3,
+                    label=name)  # fmt: skip
+    concepts = sorted({w.concept for ws in runs.values() for w in ws})
+    if concepts and all(c in ceilings and c in edits for c in concepts):
+        ax.scatter([statistics.fmean(ceilings[c] for c in concepts)],
+                   [statistics.fmean(edits[c] for c in concepts)], marker="*", s=160,
+                   color="black", label="human captions (text ceiling)", zorder=3)  # fmt: skip
+    ax.set_xlabel("reconstruction")
+    ax.set_ylabel("editability")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("ToyBench: each run's mean with its 95% interval", fontsize=9)
+    _save(fig, path)
+
+
 def _pyplot():
     import matplotlib
 
@@ -255,13 +328,32 @@ def _save(fig, path: Path) -> None:
     _pyplot().close(fig)
 
 
-def report(out: Path, folders: list[Path], names: list[str] | None = None) -> str:
+def report(
+    out: Path,
+    folders: list[Path],
+    names: list[str] | None = None,
+    ceilings: dict[str, float] | None = None,
+    edits: dict[str, float] | None = None,
+) -> str:
     """Write the report of ``folders`` (the first is the reference) into ``out``; returns the
-    summary's Markdown."""
+    summary's Markdown.
+
+    Args:
+        out: the report folder.
+        folders: ToyBench run folders; the first is the reference the others are paired with.
+        names: the runs' names (default: the folders').
+        ceilings: each concept's text ceiling (default: the packaged toy model's).
+        edits: each concept's named edits' score (default: the packaged toy model's).
+    """
     names = names or [f.name for f in folders]
     runs = {n: load_run(f, n) for n, f in zip(names, folders, strict=True)}
+    if ceilings is None:
+        from tirun.models import PACKAGED_MODELS
+
+        ceilings = read_ceilings(PACKAGED_MODELS["toy"])
+        edits = read_ceilings(PACKAGED_MODELS["toy"], "editability")
     out.mkdir(parents=True, exist_ok=True)
-    head, rows = per_concept_rows(runs)
+    head, rows = per_concept_rows(runs, ceilings)
     buffer = io.StringIO()
     csv.writer(buffer).writerows([head, *rows])
     atomic_write(out / "per_concept.csv", lambda tmp: tmp.write_text(buffer.getvalue()))
@@ -270,6 +362,7 @@ def report(out: Path, folders: list[Path], names: list[str] | None = None) -> st
     atomic_write(out / "per_concept.md", lambda tmp: tmp.write_text("\n".join(table) + "\n"))
     plot_curves(out / "curves.png", runs)
     plot_tradeoff(out / "tradeoff.png", runs)
+    plot_plane(out / "plane.png", runs, ceilings, edits or {})
     # words/ holds this report's runs only: a run an earlier report compared is not left there
     shutil.rmtree(out / "words", ignore_errors=True)
     for name, words in runs.items():
@@ -278,8 +371,9 @@ def report(out: Path, folders: list[Path], names: list[str] | None = None) -> st
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(w.file, target)
     text = "\n".join(
-        ["# ToyBench", "", *summary_lines(runs, names[0]), "",
-         "Files: per_concept.md/.csv (every word), curves.png, tradeoff.png, words/ (diffusers format)."]
+        ["# ToyBench", "", *summary_lines(runs, names[0], ceilings), "",
+         "Files: per_concept.md/.csv (every word), curves.png, tradeoff.png, plane.png (each run's "
+         "mean with its interval), words/ (diffusers format)."]
     ) + "\n"  # fmt: skip
     atomic_write(out / "summary.md", lambda tmp: tmp.write_text(text))
     return text

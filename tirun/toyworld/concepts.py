@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from tirun import data
 from tirun.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
 from tirun.toyworld.render import (
     BACKGROUNDS,
@@ -44,14 +45,15 @@ SPLITS = ("dev", "test", "research", "bias")
 NAMED_SHAPES = tuple(s for s in SHAPES if s != UNNAMED_SHAPE)
 TECHNIQUES = ("outlined", "mosaic", "shadowed")  # the styles besides plain "filled"
 
-# The fixed split: one held-out colour of four shapes and two of the six styles for dev.
+# The fixed split: two held-out pairs and two triples of objects, one pair and one triple of
+# styles for dev; the rest is test.
 DEV = (
     "purple_star",
     "red_square",
-    "orange_triangle",
-    "yellow_cross",
+    "green_outlined_star",
+    "blue_mosaic_triangle",
     "purple_mosaic",
-    "blue_shadowed",
+    "blue_shadowed_bricks",
 )
 
 
@@ -145,15 +147,28 @@ _STYLE_RECONSTRUCTION: tuple[EvalPrompt, ...] = (
 )
 
 
+def concept_name(held: dict[str, str]) -> str:
+    """``colour_shape`` or ``colour_technique`` for a pair; a triple puts the technique second
+    and its third attribute last (``green_outlined_star``, ``blue_shadowed_bricks``)."""
+    order = ("colour", "style", "shape", "background")
+    if len(held) == 2:
+        order = ("colour", "shape", "style")
+    return "_".join(held[k] for k in order if k in held)
+
+
 def _object(held: dict[str, str], salt: int) -> Concept:
     shape, colour = held["shape"], held["colour"]
-    # Edits that keep the concept a seen pairing of everything else: three backgrounds and the
-    # two techniques its colour is still drawn in.
-    techniques = [t for t in TECHNIQUES if _allowed(style=t, colour=colour)][:2]
+    technique = held.get("style")
+    name = concept_name(held)
+    # Edits that keep the concept a seen pairing of everything else: three backgrounds and, for a
+    # plain (filled) object, the two techniques its colour is still drawn in.
+    techniques = (
+        [] if technique else [t for t in TECHNIQUES if _allowed(style=t, colour=colour)][:2]
+    )
     return Concept(
-        name=f"{colour}_{shape}",
+        name=name,
         kind="object",
-        split="dev" if f"{colour}_{shape}" in DEV else "test",
+        split="dev" if name in DEV else "test",
         attributes=dict(held),
         initializer=shape,
         reconstruction=_OBJECT_RECONSTRUCTION,
@@ -163,9 +178,12 @@ def _object(held: dict[str, str], salt: int) -> Concept:
             ("a photo of a {} on white", {"background": "white"}),
             *((f"a painting of a {{}} in the style of {t}", {"style": t}) for t in techniques),
         ),
-        # varying background (cycled, so 4+ images show every one), filled
+        # varying background (cycled, so 4+ images show every one), in its technique
         draw=lambda i, rng: Attributes(
-            shape=shape, colour=colour, background=BACKGROUNDS[i % len(BACKGROUNDS)], style="filled"
+            shape=shape,
+            colour=colour,
+            background=BACKGROUNDS[i % len(BACKGROUNDS)],
+            style=technique or "filled",
         ),
         salt=salt,
     )
@@ -173,13 +191,15 @@ def _object(held: dict[str, str], salt: int) -> Concept:
 
 def _style(held: dict[str, str], salt: int) -> Concept:
     technique, colour = held["style"], held["colour"]
+    background = held.get("background")
+    name = concept_name(held)
     # Its images and edits show shapes that are seen in its palette (the object concepts' pairs
     # stay unseen everywhere).
     shapes = [s for s in NAMED_SHAPES if _allowed(shape=s, colour=colour)]
     return Concept(
-        name=f"{colour}_{technique}",
+        name=name,
         kind="style",
-        split="dev" if f"{colour}_{technique}" in DEV else "test",
+        split="dev" if name in DEV else "test",
         attributes=dict(held),
         initializer=technique,
         reconstruction=_STYLE_RECONSTRUCTION,
@@ -189,7 +209,7 @@ def _style(held: dict[str, str], salt: int) -> Concept:
         draw=lambda i, rng: Attributes(
             shape=shapes[i % len(shapes)],
             colour=colour,
-            background=BACKGROUNDS[(i + 1) % len(BACKGROUNDS)],
+            background=background or BACKGROUNDS[(i + 1) % len(BACKGROUNDS)],
             style=technique,
         ),
         salt=salt,
@@ -254,6 +274,32 @@ def _concept(name: str, key: str) -> Concept:
 def concept_images(name: str, count: int = 5, seed: int = 0) -> list[Image.Image]:
     """The ``count`` images of concept ``name`` (seed ``seed`` picks the jitter)."""
     return _concept(name, "dataset.concept").images(count, seed)
+
+
+def training_images(
+    path: str | None, concept: str, count: int = 5, seed: int = 0
+) -> list[Image.Image]:
+    """The toy datasets' images: concept ``concept``'s renders, or a folder's images when
+    ``path`` is set (a path wins, so a preset's toy concept gives way to your own images).
+
+    Args:
+        path: a folder of 3-5 images, or None.
+        concept: a toy concept (``CONCEPTS``), rendered on the fly.
+        count: renders of the concept.
+        seed: which renders.
+    """
+    if path:
+        return data.training_images(path)
+    return concept_images(concept, count, seed)
+
+
+def training_masks(
+    path: str | None, concept: str, count: int = 5, seed: int = 0
+) -> list[Image.Image | None]:
+    """The masks of :func:`training_images`: the renderer's object masks, or the folder's."""
+    if path:
+        return data.training_masks(path)
+    return [mask for _, mask in _concept(concept, "dataset.concept").images_with_masks(count, seed)]
 
 
 def concept_captions(name: str, count: int = 5, seed: int = 0) -> list[list[str]]:

@@ -140,6 +140,22 @@ def accuracy(predictions: dict[str, list[str]], truth: Sequence[Attributes]) -> 
     }
 
 
+def class_accuracy(
+    predictions: dict[str, list[str]], truth: Sequence[Attributes]
+) -> dict[str, dict[str, float]]:
+    """Per attribute and per true class, the share of its images read right (which shape,
+    colour or style the oracle confuses, where the per-attribute figure hides it)."""
+    out: dict[str, dict[str, float]] = {}
+    for key, names in predictions.items():
+        for value in ATTRIBUTES[key]:
+            rows = [
+                p == value for p, t in zip(names, truth, strict=True) if getattr(t, key) == value
+            ]
+            if rows:
+                out.setdefault(key, {})[value] = float(np.mean(rows))
+    return out
+
+
 def random_attributes(rng: np.random.Generator) -> Attributes:
     """Uniform over every combination, held-out ones included: the oracle must know them all."""
     return Attributes(**{k: str(rng.choice(v)) for k, v in ATTRIBUTES.items()})

@@ -37,6 +37,7 @@ from tirun.toyworld.world import (
     sample_pretraining,
     toy_words,
 )
+from tirun.train import min_snr_weights
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "toy"
 ARCH = "toy"  # tirun/assets/arch/toy: the shapes, and why (its README)
@@ -84,11 +85,14 @@ def stage_oracle(out: Path, args: argparse.Namespace, log: Log) -> None:
     )
     oracle.save(out / "oracle")
     images, truth = oracle_lib.render_set(2000, seed=args.seed + 99)
-    acc = oracle_lib.accuracy(oracle.predict(images), truth)
+    predictions = oracle.predict(images)
+    acc = oracle_lib.accuracy(predictions, truth)
     log(
         "oracle accuracy on 2000 fresh renders: "
         + ", ".join(f"{k} {v:.4f}" for k, v in acc.items())
     )
+    for key, classes in oracle_lib.class_accuracy(predictions, truth).items():
+        log(f"oracle {key} by class: " + ", ".join(f"{c} {v:.3f}" for c, v in classes.items()))
 
 
 def stage_vae(out: Path, args: argparse.Namespace, log: Log) -> None:
@@ -166,7 +170,10 @@ def stage_denoiser(out: Path, args: argparse.Namespace, log: Log) -> None:
     )
     # 2. models
     text_encoder = build_part(ARCH, "text_encoder", tokenizer)
-    unet, scheduler = build_part(ARCH, "unet"), build_part(ARCH, "scheduler")
+    unet, scheduler = (
+        build_part(ARCH, "unet", widths=args.unet_widths),
+        build_part(ARCH, "scheduler"),
+    )
     params = list(unet.parameters()) + list(text_encoder.parameters())
     log(
         f"unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M, text encoder {sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f} M"
@@ -191,7 +198,10 @@ def stage_denoiser(out: Path, args: argparse.Namespace, log: Log) -> None:
     budget = Budget(args.denoiser_steps, args.denoiser_minutes)
     for step in range(1, args.denoiser_steps + 1):
         idx = torch.randint(0, len(latents), (args.batch,), generator=gen)
-        captions = [pretraining_caption(attrs[i], nouns[i], rng) for i in idx.tolist()]
+        captions = [
+            pretraining_caption(attrs[i], nouns[i], rng, args.caption_pair_p, args.caption_empty_p)
+            for i in idx.tolist()
+        ]
         ids = tokenizer(
             captions,
             padding="max_length",
@@ -206,7 +216,11 @@ def stage_denoiser(out: Path, args: argparse.Namespace, log: Log) -> None:
         noise = torch.randn(z0.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z0),), generator=gen)
         pred = unet(scheduler.add_noise(z0, noise, t), t, text_encoder(ids)[0]).sample
-        loss = F.mse_loss(pred, noise)
+        if args.min_snr_gamma:
+            error = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+            loss = (error * min_snr_weights(scheduler, t, args.min_snr_gamma)).mean()
+        else:
+            loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -249,12 +263,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-steps", type=int, default=2500)
     parser.add_argument("--vae-batch", type=int, default=32)
     parser.add_argument("--vae-minutes", type=float, default=22.0, help="vae wall-clock cap")
-    parser.add_argument("--denoiser-steps", type=int, default=8000)
+    # 6000 steps at batch 64 fit 68 minutes on two quiet cores of this project's machines (0.66 s
+    # a step), so the step budget, not the clock, ends a quiet run and it is a function of its seed
+    parser.add_argument("--denoiser-steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--unet-widths", type=int, nargs="+", default=None,
+        help="the UNet's block_out_channels instead of the architecture folder's (capacity probes)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-snr-gamma", type=float, default=None,
+        help="min-SNR-γ loss weighting (Hang et al. 2023); none: the plain ε loss",
+    )  # fmt: skip
+    parser.add_argument(
+        "--caption-pair-p", type=float, default=0.0,
+        help="share of captions that name colour and shape together",
+    )  # fmt: skip
+    parser.add_argument(
+        "--caption-empty-p", type=float, default=0.1,
+        help="share of empty captions (classifier-free guidance dropout)",
+    )  # fmt: skip
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument(
-        "--denoiser-minutes", type=float, default=63.0, help="denoiser wall-clock cap"
+        "--denoiser-minutes", type=float, default=68.0, help="denoiser wall-clock cap"
     )
     # Two threads on a quiet machine; pass 1 when other jobs share the cores: two threads per
     # process then oversubscribe, and a UNet step measured 10× slower than with one.

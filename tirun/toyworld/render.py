@@ -83,8 +83,10 @@ def _shape_mask(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
             list(zip(x + radii * np.cos(angles), y + radii * np.sin(angles), strict=True)), fill=255
         )
     elif shape == "diamond":
+        # a flat lozenge, points left and right: an upright one shared the triangle's apex and the
+        # earlier model drew "triangle" as it 18 times in 48
         draw.polygon(
-            [(x, y - rr * 1.1), (x + rr * 0.65, y), (x, y + rr * 1.1), (x - rr * 0.65, y)], fill=255
+            [(x - rr * 1.15, y), (x, y - rr * 0.6), (x + rr * 1.15, y), (x, y + rr * 0.6)], fill=255
         )
     else:
         raise ValueError(f"shape={shape!r} is unknown; use one of {SHAPES}")
@@ -254,16 +256,21 @@ def caption(
     empty_p: float = 0.1,
     unnamed: frozenset[str] = frozenset(),
     noun: str | None = None,
+    pair_p: float = 0.0,
 ) -> str:
     """A caption in the paper's template sentences naming a random subset of true attributes.
 
     Each attribute is named with probability ``keep_p`` on its own, so the denoiser learns every
-    word apart from the others; ``empty_p`` of captions are "" for classifier-free guidance.
-    Shapes in ``unnamed`` are never named (the model sees them but never hears their word).
+    word apart from the others; ``pair_p`` of captions name colour and shape together whatever
+    that draw said, binding the two words of an object; ``empty_p`` of captions are "" for
+    classifier-free guidance. Shapes in ``unnamed`` are never named (the model sees them but
+    never hears their word).
     """
     if rng.random() < empty_p:
         return ""
     named = {k for k in ("colour", "shape", "background", "style") if rng.random() < keep_p}
+    if rng.random() < pair_p:
+        named |= {"colour", "shape"}
     if attrs.shape in unnamed:
         named.discard("shape")
     phrase = object_phrase(attrs, named, noun)

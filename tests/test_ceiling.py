@@ -1,0 +1,96 @@
+"""The text ceiling: the sentences that name a concept, and its score on a hand-made case."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from tirun import sampling
+from tirun.applications.context import Sampling
+from tirun.toybench import ceiling
+from tirun.toyworld.concepts import CONCEPTS
+
+
+def test_each_kind_of_concept_is_named_in_the_words_pretraining_captions_use():
+    assert ceiling.named_prompts(CONCEPTS["purple_star"]) == [
+        "a photo of a purple star",
+        "a rendering of a purple star",
+        "a good photo of a purple star",
+    ]
+    assert ceiling.named_prompts(CONCEPTS["green_outlined_star"]) == [
+        "a painting of a green star in the style of outlined",
+        "a rendering of a green star in the style of outlined",
+        "a good painting of a green star in the style of outlined",
+    ]
+    # a style is drawn on shapes its palette is seen in: the purple star is held out
+    assert ceiling.named_prompts(CONCEPTS["purple_mosaic"]) == [
+        "a painting of a purple circle in the style of mosaic",
+        "a rendering of a purple square in the style of mosaic",
+        "a good painting of a purple triangle in the style of mosaic",
+    ]
+    assert ceiling.named_prompts(CONCEPTS["blue_shadowed_bricks"])[0] == (
+        "a painting of a blue circle on bricks in the style of shadowed"
+    )
+
+
+def test_an_edit_is_named_with_everything_a_right_sample_shows():
+    edits = ceiling.named_edits(CONCEPTS["green_outlined_star"])
+    assert edits[0] == (
+        "a painting of a green star on grass in the style of outlined",
+        {"shape": "star", "colour": "green", "style": "outlined", "background": "grass"},
+    )
+    assert [e for e, _ in ceiling.named_edits(CONCEPTS["purple_star"])] == [
+        "a photo of a purple star on grass",
+        "a photo of a purple star on sand",
+        "a photo of a purple star on white",
+        "a painting of a purple star in the style of outlined",
+        "a painting of a purple star in the style of shadowed",
+    ]
+
+
+class _ReadsTheTruth:
+    """An oracle that reads what each test image says it shows."""
+
+    def predict(self, images):
+        keys = ("shape", "colour", "background", "style")
+        return {k: [image.info["truth"][k] for image in images] for k in keys}
+
+
+def _image(shape: str, colour: str) -> Image.Image:
+    image = Image.new("RGB", (32, 32))
+    image.info["truth"] = {"shape": shape, "colour": colour, "background": "white",
+                           "style": "filled"}  # fmt: skip
+    return image
+
+
+def test_the_ceiling_is_the_share_of_samples_showing_the_whole_concept(monkeypatch):
+    # per sentence: 2 purple stars, a red star and a purple circle, all filled on white -> 6 of 12
+    # whole, colour 9/12; of the five edits only "on white" is met, by 2 of 4: 0.5 / 5
+    row = [_image("star", "purple"), _image("star", "purple"), _image("star", "red"),
+           _image("circle", "purple")]  # fmt: skip
+    seen = {}
+
+    def fake_sample(pipe, prompts, per_prompt, steps, guidance, seed, resolution, batch):
+        seen.update(prompts=prompts, per_prompt=per_prompt, steps=steps, seed=seed)
+        return [list(row) for _ in prompts]
+
+    monkeypatch.setattr(sampling, "sample", fake_sample)
+    settings = Sampling(samples=4, steps=20, guidance=3.0, scheduler="ddim", seed=7, batch_size=8)
+    result = ceiling.concept_ceiling(
+        None, _ReadsTheTruth(), CONCEPTS["purple_star"], 4, settings, 32
+    )
+    assert result["whole"] == 6 / 12
+    assert result["attributes"] == {"shape": 9 / 12, "colour": 9 / 12}
+    assert result["samples"] == 12
+    assert result["editability"] == 0.5 / 5
+    named = ceiling.named_prompts(CONCEPTS["purple_star"])
+    edits = [e for e, _ in ceiling.named_edits(CONCEPTS["purple_star"])]
+    assert seen == {"prompts": named + edits, "per_prompt": 4, "steps": 20, "seed": 7}
+
+
+def test_the_report_reads_the_ceilings_written_beside_the_model(tmp_path):
+    assert ceiling.read_ceilings(tmp_path) == {}
+    rows = {"purple_star": {"whole": 0.75, "attributes": {}, "samples": 48, "prompts": []}}
+    (tmp_path / ceiling.CEILING_FILE).write_text(json.dumps(rows))
+    assert ceiling.read_ceilings(tmp_path) == {"purple_star": 0.75}

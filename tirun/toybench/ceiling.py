@@ -1,0 +1,198 @@
+"""The text ceiling: what the toy model draws when a sentence names a concept's attributes.
+
+    python -m tirun.toybench.ceiling [--samples 16] [--model DIR]
+
+No word is learned. Each concept is drawn from three sentences in the words pretraining
+captions use ("a photo of a green cross", "a painting of a red star in the style of mosaic",
+"a painting of a blue circle on bricks in the style of shadowed"), on ToyBench's sampler, and the
+oracle reads every sample. This is the paper's "human captions" reference: a concept the model
+cannot draw from its own names is one no word should be expected to reach, and a word's score
+is read against it (the report's "fraction of the ceiling"). Writes
+`experiments/results/text_ceiling.md` and, in the model's folder, `text_ceiling.json`, which
+the ToyBench report reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tirun.files import write_json
+from tirun.toyworld.concepts import Concept, split
+from tirun.toyworld.render import Attributes, in_style, object_phrase
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "experiments" / "results" / "text_ceiling.md"
+CEILING_FILE = "text_ceiling.json"  # in the model's folder, beside model_index.json
+_OBJECT_FRAMES = ("a photo of a {}", "a rendering of a {}", "a good photo of a {}")
+_STYLE_FRAMES = (
+    "a painting in the style of {}",
+    "a rendering in the style of {}",
+    "a good painting in the style of {}",
+)
+
+
+def named_prompts(concept: Concept) -> list[str]:
+    """Three sentences that name every attribute of ``concept`` as pretraining captions do: an
+    object's colour and shape (in its technique, if it has one), or a style's technique and
+    palette (on its backdrop, if it has one) on three shapes pretraining draws in that palette."""
+    a = concept.attributes
+    if concept.kind == "object":
+        phrase = object_phrase(
+            Attributes(a["shape"], a["colour"], "white", "filled"), {"colour", "shape"}
+        )
+        if "style" in a:
+            return [in_style(frame, phrase, a["style"]) for frame in _STYLE_FRAMES]
+        return [frame.format(phrase) for frame in _OBJECT_FRAMES]
+    named = {"colour", "shape"} | ({"background"} if "background" in a else set())
+    subjects = [adds["shape"] for _, adds in concept.editability][:3]
+    return [
+        in_style(frame, object_phrase(Attributes(s, a["colour"], a.get("background", "white"),
+                                                 a["style"]), named), a["style"])
+        for frame, s in zip(_STYLE_FRAMES, subjects, strict=True)
+    ]  # fmt: skip
+
+
+def named_sentence(attributes: dict[str, str]) -> str:
+    """One sentence naming ``attributes`` as pretraining captions do: "a photo of a purple star
+    on grass", or with a technique "a painting of a green star on sand in the style of outlined"."""
+    named = {k for k in ("colour", "shape", "background") if k in attributes}
+    full = Attributes(**{"shape": "circle", "colour": "red", "background": "white",
+                         "style": "filled", **attributes})  # fmt: skip
+    phrase = object_phrase(full, named)
+    if full.style == "filled":
+        return _OBJECT_FRAMES[0].format(phrase)
+    return in_style(_STYLE_FRAMES[0], phrase, full.style)
+
+
+def named_edits(concept: Concept) -> list[tuple[str, dict[str, str]]]:
+    """The concept's editability prompts with its names in place of the word, each with what a
+    right sample shows: the "human captions" point of the paper's editability axis."""
+    edits = []
+    for _, adds in concept.editability:
+        expected = {**concept.attributes, **adds}
+        edits.append((named_sentence(expected), expected))
+    return edits
+
+
+def concept_ceiling(
+    pipe, oracle, concept: Concept, samples: int, settings, resolution: int
+) -> dict:
+    """The share of ``samples`` per sentence of :func:`named_prompts` that show the whole concept
+    (``whole``), each attribute's own rate, and the share of ``samples`` per sentence of
+    :func:`named_edits` that show the concept and the edit (``editability``).
+
+    Args:
+        pipe: a text-to-image pipeline of the model (no word loaded).
+        oracle: the attribute classifier.
+        concept: the concept to name.
+        samples: samples per sentence (image j on seed ``settings.seed + j``).
+        settings: ToyBench's sampler (steps, guidance, seed, batch size).
+        resolution: image side in pixels.
+    """
+    from tirun import sampling
+    from tirun.metrics import oracle as oracle_metrics
+
+    prompts = named_prompts(concept)
+    edits = named_edits(concept)
+    rows = sampling.sample(pipe, prompts + [e for e, _ in edits], samples, settings.steps,
+                           settings.guidance, settings.seed, resolution,
+                           settings.batch_size)  # fmt: skip
+    rows, edit_rows = rows[: len(prompts)], rows[len(prompts) :]
+    images = [image for row in rows for image in row]
+    edit_hits = [oracle_metrics.match_rate(oracle, row, expected)
+                 for row, (_, expected) in zip(edit_rows, edits, strict=True)]  # fmt: skip
+    return {
+        "whole": oracle_metrics.match_rate(oracle, images, concept.attributes),
+        "attributes": oracle_metrics.attribute_rates(
+            oracle, rows, [concept.attributes] * len(rows)
+        ),
+        "editability": sum(edit_hits) / len(edit_hits),
+        "samples": len(images),
+        "prompts": prompts,
+        "edits": [e for e, _ in edits],
+    }
+
+
+def read_ceilings(model_dir: Path, metric: str = "whole") -> dict[str, float]:
+    """Each concept's text ceiling from ``model_dir/text_ceiling.json``: the whole concept from
+    its names (``whole``) or its named edits (``editability``); {} when the model has none (the
+    report then leaves them out)."""
+    path = Path(model_dir) / CEILING_FILE
+    if not path.is_file():
+        return {}
+    return {name: row[metric] for name, row in json.loads(path.read_text()).items()}
+
+
+def table_lines(ceilings: dict[str, dict], concepts: list[Concept]) -> list[str]:
+    """A markdown table of the ceilings with their mean, the bars beside it."""
+    lines = [
+        "| concept | kind | split | samples | whole concept | per attribute | named edits |",
+        "|---|---|---|---:|---:|---|---:|",
+    ]
+    for c in concepts:
+        row = ceilings[c.name]
+        per = ", ".join(f"{k} {v:.2f}" for k, v in row["attributes"].items())
+        lines.append(
+            f"| {c.name} | {c.kind} | {c.split} | {row['samples']} | {row['whole']:.3f} | {per} | "
+            f"{row['editability']:.3f} |"
+        )
+    wholes = [ceilings[c.name]["whole"] for c in concepts]
+    lines += [
+        "",
+        f"Mean {sum(wholes) / len(wholes):.3f} over {len(wholes)} concepts (bar 0.80); lowest "
+        f"{min(wholes):.3f} (bar 0.50 for every concept).",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from tirun.applications.context import Sampling
+    from tirun.metrics import oracle as oracle_metrics
+    from tirun.models import PACKAGED_MODELS
+
+    parser = argparse.ArgumentParser(prog="python -m tirun.toybench.ceiling")
+    parser.add_argument("--samples", type=int, default=16, help="samples per sentence")
+    parser.add_argument("--model", default="toy", help="model folder (default: the toy model)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["+toybench=default", f"model.path={args.model}"])
+    components = instantiate(cfg.model)
+    components.freeze()
+    settings = Sampling(**cfg.application.sampling)
+    pipe = components.pipeline("ddim")
+    pipe.set_progress_bar_config(disable=True)
+    oracle = oracle_metrics.load()
+    concepts = split("dev") + split("test")
+    ceilings = {}
+    for concept in concepts:
+        ceilings[concept.name] = concept_ceiling(
+            pipe, oracle, concept, args.samples, settings, components.resolution
+        )
+        print(f"{concept.name}: {ceilings[concept.name]['whole']:.3f}", flush=True)
+    model_dir = PACKAGED_MODELS.get(args.model, Path(args.model))
+    lines = [
+        "# The toy model drawing each ToyBench concept from its attributes' names",
+        "",
+        f"`python -m tirun.toybench.ceiling --samples {args.samples}`: no learned word; three "
+        f"sentences per concept, {args.samples} samples each, on ToyBench's sampler "
+        f"({settings.steps} DDIM steps, guidance {settings.guidance}, seeds "
+        f"{settings.seed}–{settings.seed + args.samples - 1}).",
+        "",
+        *table_lines(ceilings, concepts),
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    write_json(model_dir / CEILING_FILE, ceilings)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
