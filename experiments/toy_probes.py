@@ -1,6 +1,7 @@
 """Short pretraining probes of the toy model's levers, each scored the same way.
 
     python -m experiments.toy_probes [--minutes 8] [--only NAME ...]
+    python -m experiments.toy_probes --profile   # the pretraining step's cost by UNet width
 
 Every probe trains the denoiser stage (`tirun.toyworld.pretrain --stage denoiser`) for the same
 wall-clock minutes on the packaged VAE and oracle (run `--stage oracle vae` first), changing one
@@ -94,12 +95,54 @@ def probe(name: str, minutes: float) -> str:
     return row
 
 
+def profile(repeats: int = 6) -> list[str]:
+    """Seconds of one denoiser training step (UNet forward, backward, AdamW at batch 64, the
+    median of ``repeats``) for the probes' UNet widths and layer counts, and the share the
+    77-token context costs against 16 tokens: what capacity would cost in steps."""
+    import json
+
+    from diffusers import UNet2DConditionModel
+
+    base = json.loads(
+        (ROOT / "tirun" / "assets" / "arch" / "toy" / "unet" / "config.json").read_text()
+    )
+    shapes = {"32/64/128 (v2, v3)": {}, "32/64/128, 2 layers a block": {"layers_per_block": 2},
+              "48/96/128": {"block_out_channels": [48, 96, 128]},
+              "40/80/160": {"block_out_channels": [40, 80, 160], "norm_num_groups": 8}}  # fmt: skip
+
+    def step_seconds(config: dict, tokens: int = 77) -> tuple[float, float]:
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel.from_config(config)
+        optimizer = torch.optim.AdamW(unet.parameters())
+        x, t = torch.randn(64, 4, 16, 16), torch.randint(0, 1000, (64,))
+        text = torch.randn(64, tokens, config["cross_attention_dim"])
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            unet(x, t, text).sample.pow(2).mean().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - start)
+        return sum(p.numel() for p in unet.parameters()) / 1e6, sorted(times)[repeats // 2]
+
+    lines = ["| UNet | parameters (M) | s / step at batch 64 |", "|---|---:|---:|"]
+    for name, change in shapes.items():
+        params, seconds = step_seconds({**base, **change})
+        lines.append(f"| {name} | {params:.2f} | {seconds:.3f} |")
+    lines.append(f"| 32/64/128, 16-token context | – | {step_seconds(base, 16)[1]:.3f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.toy_probes")
     parser.add_argument("--minutes", type=float, default=8.0, help="denoiser minutes per probe")
     parser.add_argument("--only", nargs="+", choices=list(PROBES), default=list(PROBES))
+    parser.add_argument("--profile", action="store_true", help="time the step by UNet width")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
+    if args.profile:
+        print("\n".join(profile()))
+        return 0
     if not RESULTS.is_file():
         RESULTS.write_text(
             "# Toy model probes: one lever each, equal wall time (`python -m experiments.toy_probes`)\n\n"

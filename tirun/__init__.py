@@ -7,19 +7,28 @@ import logging
 from omegaconf import OmegaConf
 
 
-class _NoTorchvisionFallbackNotice(logging.Filter):
-    """Drop transformers' notice that an image processor falls back to PIL without torchvision.
+class _LibraryNotice(logging.Filter):
+    """Drop one notice a library prints on every run that says nothing about the run."""
 
-    diffusers' Stable Diffusion pipeline modules import CLIP's and SigLIP's image processors
-    (for the safety checker and IP-Adapter image encoders, which tirun never loads), and
-    transformers 5 says so once per class on every run. Only that notice is dropped.
-    """
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "requires torchvision (not installed); falling back to" not in record.getMessage()
+        return self.text not in record.getMessage()
 
 
-logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionFallbackNotice())
+# diffusers' Stable Diffusion pipeline modules import CLIP's and SigLIP's image processors (for
+# the safety checker and IP-Adapter image encoders, which tirun never loads), and transformers 5
+# says once per class that they fall back to PIL without torchvision.
+logging.getLogger("transformers.utils.import_utils").addFilter(
+    _LibraryNotice("requires torchvision (not installed); falling back to")
+)
+# diffusers' `load_textual_inversion` grows the token table and then writes the word's vectors
+# into the new rows, so how transformers initialises those rows first does not matter.
+logging.getLogger("transformers.modeling_utils").addFilter(
+    _LibraryNotice("The new embeddings will be initialized from a multivariate normal")
+)
 
 
 def _toy(field: str, name: str) -> str | list[str]:

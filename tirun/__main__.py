@@ -11,6 +11,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -21,7 +22,6 @@ from omegaconf.errors import MissingMandatoryValue
 from tqdm.auto import tqdm
 
 from tirun import choices, tracking
-from tirun.choices import CHOICES
 from tirun.files import write_json
 
 log = logging.getLogger("tirun")
@@ -66,12 +66,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     # torch and diffusers load here, so `--cfg job` stays quick
     if cfg.train.loop == "common":  # ToyBench's peer recipe: the diffusers example's loop
         from tirun.toybench.common import train
-    elif cfg.train.loop == "tirun":
+    else:  # tirun: `choices.check` has refused anything else
         from tirun.train import train
-    else:
-        raise ValueError(
-            f"train.loop={cfg.train.loop!r} is unknown; use one of {CHOICES['train.loop']}"
-        )
 
     applying = cfg.get("application") is not None
     metrics, objects = (
@@ -209,7 +205,7 @@ def composition_error(args: list[str]) -> str | None:
     return choices.problem(cfg)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Say ``message`` once on the terminal as `tirun: error: ...` (the run's log file, when
     Hydra opened one, keeps a copy) and exit 2."""
     record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (message,), None)

@@ -88,11 +88,12 @@ def training_images(path: str | None) -> list[Image.Image]:
 
 
 def training_masks(path: str) -> list[Image.Image | None]:
-    """Each of a folder's images' mask (white = what the word should learn), or None where it
-    has none: the image's alpha channel or ``masks/<image name>`` beside it. Read only when the
-    loss is masked (``dataset.masked=true``)."""
+    """Each of a folder's images' mask (white = what the word should learn): the image's alpha
+    channel or ``masks/<image name>`` beside it; an image with neither is refused, by name, as
+    it would train unmasked. Read only when the loss is masked (``dataset.masked=true``)."""
+    files = image_files(path)
     masks: list[Image.Image | None] = []
-    for file in image_files(path):
+    for file in files:
         beside = file.parent / "masks" / file.name
         try:
             if beside.is_file():
@@ -105,9 +106,7 @@ def training_masks(path: str) -> list[Image.Image | None]:
                 masks.append(image.convert("RGBA").getchannel("A") if has_alpha else None)
         except (UnidentifiedImageError, OSError, SyntaxError) as error:
             raise ValueError(f"cannot read the mask of {file}: {error}; fix or remove it") from None
-    unmasked = [
-        file.name for file, mask in zip(image_files(path), masks, strict=True) if mask is None
-    ]
+    unmasked = [file.name for file, mask in zip(files, masks, strict=True) if mask is None]
     if unmasked:
         raise ValueError(
             f"dataset.masked=true but {len(unmasked)} of {len(masks)} images have no mask "
