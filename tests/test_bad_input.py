@@ -469,3 +469,17 @@ def test_a_clean_run_prints_no_warning_tirun_did_not_write(image_folder, tmp_pat
                if "warn" in line.lower() and "[tirun]" not in line]  # fmt: skip
     assert foreign == [], foreign
     assert "torchvision" not in result.stdout + result.stderr
+
+
+def test_loading_a_text_encoder_draws_no_bar_but_downloads_still_do(capsys):
+    from transformers.utils.logging import tqdm
+
+    import tirun.models  # noqa: F401  (installs the hook)
+
+    for _ in tqdm(range(3), desc="Loading weights"):
+        pass
+    for _ in tqdm(range(3), desc="Downloading"):
+        pass
+    err = capsys.readouterr().err
+    assert "Loading weights" not in err
+    assert "Downloading: 100%" in err

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from transformers import (
     CLIPTextModelWithProjection,
     CLIPTokenizer,
 )
+from transformers.utils import logging as transformers_logging
 
 from tirun.choices import CHOICES, SCHEDULERS
 
@@ -36,6 +37,17 @@ ASSETS = Path(__file__).parent / "assets"
 TOKENIZER_DIR = ASSETS / "tokenizer"
 PACKAGED_MODELS = {"toy": ASSETS / "toy" / "model"}
 ATTENTION = CHOICES["train.attention"]
+
+
+def _no_weight_loading_bar(factory: Callable, args: tuple, kwargs: dict) -> object:
+    """Draw every transformers progress bar but its "Loading weights" one, which each text encoder
+    load prints (a few times a toy run) and which says nothing about the run. Download bars stay."""
+    if kwargs.get("desc") == "Loading weights":
+        kwargs = {**kwargs, "disable": True}
+    return factory(*args, **kwargs)
+
+
+transformers_logging.set_tqdm_hook(_no_weight_loading_bar)
 
 
 class SDPAProcessor(AttnProcessor2_0):
