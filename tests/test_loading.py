@@ -144,3 +144,28 @@ def test_a_saved_word_reaches_a_pipeline_and_the_model_comes_back_as_it_was(tiny
     assert table.weight is weight and table.num_embeddings == rows
     assert encoder.config.vocab_size == vocab
     assert "<concept>" not in word.original_tokenizers[0].get_vocab()
+
+
+def test_a_multi_vector_word_draws_the_same_image_in_a_bare_diffusers_pipeline(tiny_run, tiny_sd1):
+    """What a user of diffusers alone gets from a 2-vector word is what tirun's own sampler
+    draws with it, pixel for pixel, on the same seed."""
+    _, objects, run_dir = tiny_run("word.num_vectors=2")
+    path = run_dir / "learned_embeds.safetensors"
+    assert load_file(path)["<concept>"].shape == (2, 32)
+    prompt, settings = (
+        "a photo of a <concept>",
+        {"num_inference_steps": 3, "height": 32, "width": 32},
+    )
+
+    bare = copy.deepcopy(tiny_sd1).pipeline()
+    bare.load_textual_inversion(str(path))
+    theirs = bare(prompt, generator=torch.Generator().manual_seed(7), output_type="np", **settings)
+    with loading.pipeline_with_words(
+        objects["components"], [path], tokenizers=objects["word"].original_tokenizers
+    ) as (pipe, tokens):
+        ours = pipe(
+            f"a photo of a {tokens[0]}", generator=torch.Generator().manual_seed(7),
+            output_type="np", **settings,
+        )  # fmt: skip
+    assert theirs.images.shape == (1, 32, 32, 3)
+    assert (theirs.images == ours.images).all()
