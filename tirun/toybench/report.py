@@ -55,7 +55,9 @@ def load_run(folder: Path, name: str | None = None) -> list[Word]:
         if not bench:
             continue
         config = metrics_file.parent / "config.yaml"
-        seed = 0
+        seed, file = 0, Path(bench["file"])
+        if not file.is_file():  # the job's folder was moved (e.g. into RUN/seedN) since it ran
+            file = metrics_file.parent / file.name
         if config.is_file():
             from omegaconf import OmegaConf
 
@@ -68,7 +70,7 @@ def load_run(folder: Path, name: str | None = None) -> list[Word]:
                 seed,
                 bench["curve"],
                 bench["outcomes"],
-                Path(bench["file"]),
+                file,
                 metrics_file.parent,
             )
         )
