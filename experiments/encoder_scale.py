@@ -5,9 +5,8 @@ where the words pretraining taught sit.
 
 Norm control (`word.norm=vocab`) holds the word at the median row norm of the whole input
 table; Cross Initialization (`word.init=encoder_output`) starts it at the encoder's output for
-the initializer word. Both assume a table whose rows were all trained, and an output that lives
-on the input's scale or near it. The toy encoder (2 layers, a 667-token table of which
-pretraining names a few dozen) may not be that: this prints the norms and directions.
+the initializer word. The toy encoder (2 layers, a 667-token table of which pretraining names a
+few dozen words) is far from CLIP's: this prints where each puts a word, in norm and direction.
 """
 
 from __future__ import annotations
@@ -33,10 +32,11 @@ def main() -> None:
     tokenizer, encoder = components.tokenizers[0], components.text_encoders[0]
     table = encoder.get_input_embeddings().weight.detach().float()
     names = sorted({name for values in ATTRIBUTES.values() for name in values})
-    named = [n for n in names if len(tokenizer.tokenize(n)) == 1]
-    ids = torch.tensor(tokenizer.convert_tokens_to_ids([tokenizer.tokenize(n)[0] for n in named]))
+    pieces = {n: tokenizer.tokenize(n) for n in names}
+    named = [n for n in names if len(pieces[n]) == 1]
+    ids = torch.tensor(tokenizer.convert_tokens_to_ids([pieces[n][0] for n in named]))
     vocab_median = float(table.norm(dim=-1).median())
-    named_norms = table[ids].norm(dim=-1)
+    known = float(table[ids].norm(dim=-1).median())
     rows = [
         "| word | input row norm | Cross Init start norm | cos(input row, Cross Init start) |",
         "|---|---:|---:|---:|",
@@ -46,7 +46,7 @@ def main() -> None:
         start = word_starts(tokenizer, encoder, name, 1, init="encoder_output")[0]
         starts.append(start.norm())
         cos = float(torch.nn.functional.cosine_similarity(start, row, dim=0))
-        rows.append(f"| {name} | {row.norm():.3f} | {start.norm():.3f} | {cos:+.3f} |")
+        rows.append(f"| {name} | {row.norm():.3f} | {starts[-1]:.3f} | {cos:+.3f} |")
     start_median = float(torch.stack(starts).median())
     lines = [
         "# The toy text encoder's scales",
@@ -58,12 +58,12 @@ def main() -> None:
         "| quantity | norm |",
         "|---|---:|",
         f"| median row of the whole input table (what `word.norm=vocab` holds a word at) | {vocab_median:.3f} |",
-        f"| median row of the {len(named)} attribute words pretraining names | {float(named_norms.median()):.3f} |",
+        f"| median row of the {len(named)} attribute words pretraining names | {known:.3f} |",
         f"| median Cross Init start (the encoder's output at the word, `word.init=encoder_output`) | {start_median:.3f} |",
         "",
-        f"Norm control holds a word at {vocab_median / float(named_norms.median()):.2f}× the "
+        f"Norm control holds a word at {vocab_median / known:.2f}× the "
         f"norm of the words the model knows; Cross Initialization starts it at "
-        f"{start_median / float(named_norms.median()):.1f}× that norm, in a direction "
+        f"{start_median / known:.1f}× that norm, in a direction "
         "unrelated to the initializer's own row (cosines below).",
         "",
         *rows,
