@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Choosing the fast recipe and the trainer's thresholds on ToyBench's dev split (never test);
-# the fast recipe (conf/recipe/fast.yaml) is dev-b4-lr1e-2 at its step 200, the dev-fast-*
-# runs are each later method of the family switched on over it:
-#   bash experiments/fast_dev.sh [RUN ...]      # default: all of them, one after another
+# on toy model v2, the fast recipe was dev-b4-lr1e-2 at its step 200, the dev-fast-* runs each
+# later method of the family switched on over it; on v3 (the v3-dev-* runs, named one by one)
+# the fast recipe (conf/recipe/fast.yaml) is v3-dev-nv3-b4 at its step 150:
+#   bash experiments/fast_dev.sh [RUN ...]      # default: the v2 runs, one after another
 # Every run records the fixed-batch loss every 10 steps without stopping
 # (train.early_stop.threshold=0) so `python -m experiments.calibrate` can replay DVAR on the
 # whole budget. Jobs run two at a time on one thread each (joblib), which only the dev runs do:
@@ -14,7 +15,14 @@ PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 RECORD=(train.early_stop.every=10 train.early_stop.threshold=0
         hydra/launcher=joblib hydra.launcher.n_jobs=2)
-FAST=(+recipe=fast application.every=50)
+# the fast recipe of those v2 runs: batch 4, lr 1e-2, 200 steps, one vector
+FAST=(train.batch_size=4 optimizer.lr=1e-2 train.max_steps=200 application.every=50)
+# v3-dev-*: the search for a portable fast recipe on toy model v3 (a word of several vectors,
+# which every TI tool reads, against XTI's one-token-per-layer file that only tirun reads),
+# each against the paper recipe's dev score; two jobs at a time on one thread each, without
+# the fixed-batch loss record.
+PAIRS=(hydra/launcher=joblib hydra.launcher.n_jobs=2)
+B4=(train.batch_size=4 optimizer.lr=1e-2 application.every=50)
 
 declare -A RUNS=(
   [dev-paper]="application.every=50"
@@ -30,11 +38,21 @@ declare -A RUNS=(
   [dev-fast-xti]="${FAST[*]} word.per_layer=true"
   [dev-fast-masked]="${FAST[*]} dataset.masked=true"
   [dev-paper-validated]="application.every=50 validation.every=50 train.early_stop.keep=validated"
+  [v3-dev-paper]="application.every=100"
+  [v3-dev-xti]="+recipe=xti application.every=50"
+  [v3-dev-nv2-b4]="${B4[*]} word.num_vectors=2 train.max_steps=200"
+  [v3-dev-nv3-b4]="${B4[*]} word.num_vectors=3 train.max_steps=200"
+  [v3-dev-nv1-b4]="${B4[*]} train.max_steps=200"
+  [v3-dev-nv4-b4]="${B4[*]} word.num_vectors=4 train.max_steps=200"
+  [v3-dev-nv3-b4-lr2e-2]="${B4[*]} word.num_vectors=3 train.max_steps=200 optimizer.lr=2e-2"
+  [v3-dev-nv3-b8]="${B4[*]} word.num_vectors=3 train.max_steps=150 train.batch_size=8"
 )
 ORDER=(dev-paper dev-cross dev-cross-lr1e-2 dev-lr2e-2 dev-b4-lr2e-2 dev-b4-lr1e-2 dev-b8-lr2e-2
        dev-overfit-lr5e-2 dev-overfit-b4-lr1e-1 dev-fast-norm dev-fast-xti dev-fast-masked
        dev-paper-validated)
 for name in "${@:-${ORDER[@]}}"; do
+  [[ -v RUNS[$name] ]] || { echo "fast_dev.sh: error: no run named $name" >&2; exit 2; }
+  if [[ $name == v3-* ]]; then extra=("${PAIRS[@]}"); else extra=("${RECORD[@]}"); fi
   # shellcheck disable=SC2086
-  "$PY" -m tirun.toybench split=dev seeds=1 name="$name" "${RECORD[@]}" ${RUNS[$name]}
+  "$PY" -m tirun.toybench split=dev seeds=1 name="$name" "${extra[@]}" ${RUNS[$name]}
 done

@@ -9,6 +9,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
+from safetensors.torch import load_file
 
 from tests.conftest import CONF, compose_config, tirun_process
 from tirun.templates import per_image
@@ -38,18 +39,22 @@ def _recipe_keys(name: str) -> set[str]:
     )
 
 
-def test_both_recipes_set_the_same_keys_so_either_replaces_the_other_whole():
-    assert _recipe_keys("fast") == _recipe_keys("paper")
+def test_every_recipe_sets_the_same_keys_so_any_replaces_another_whole():
+    assert _recipe_keys("fast") == _recipe_keys("paper") == _recipe_keys("xti")
 
 
 @pytest.mark.parametrize("preset", ["object", "style", "variation", "bld"])
-def test_the_toy_presets_use_the_fast_recipe_and_recipe_paper_replaces_it(preset):
+def test_the_toy_presets_train_the_portable_fast_recipe_and_the_others_replace_it(preset):
+    """The presets' word is one of several vectors (a file every TI tool reads), not XTI's."""
     fast = compose_config(f"+exp={preset}")
-    assert (fast.train.max_steps, fast.train.batch_size, fast.optimizer.lr) == (100, 4, 1e-2)
-    assert fast.word.per_layer and fast.word.init == "embedding"
+    assert (fast.train.max_steps, fast.train.batch_size, fast.optimizer.lr) == (150, 4, 1e-2)
+    assert (fast.word.num_vectors, fast.word.per_layer, fast.word.init) == (3, False, "embedding")
+    xti = compose_config(f"+exp={preset}", "+recipe=xti")
+    assert (xti.train.max_steps, xti.word.num_vectors, xti.word.per_layer) == (100, 1, True)
     paper = compose_config(f"+exp={preset}", "+recipe=paper")
     assert (paper.train.max_steps, paper.train.batch_size, paper.optimizer.lr) == (400, 16, 5e-3)
-    assert not paper.word.per_layer and paper.word.initializer == fast.word.initializer
+    assert (paper.word.num_vectors, paper.word.per_layer) == (1, False)
+    assert paper.word.initializer == xti.word.initializer == fast.word.initializer
 
 
 def test_the_bias_preset_keeps_the_paper_recipe_it_was_measured_with():
@@ -148,5 +153,6 @@ def test_the_main_command_runs_as_scripts_call_it(tmp_path):
         f"hydra.run.dir={tmp_path}/run",
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert (tmp_path / "run/learned_embeds_xti.safetensors").is_file()  # the fast recipe's XTI word
+    assert not (tmp_path / "run/learned_embeds_xti.safetensors").exists()
+    assert load_file(tmp_path / "run/learned_embeds.safetensors")["<object>"].shape[0] == 3
     assert (tmp_path / "run/metrics.json").is_file()

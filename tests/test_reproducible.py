@@ -36,7 +36,7 @@ TWO_THREADS = {"OMP_NUM_THREADS": "2"}
 
 
 def word(run_dir: Path) -> torch.Tensor:
-    """The saved word: under the preset's fast recipe an XTI word, one row per layer."""
+    """The saved word: under the preset's fast recipe a word of three vectors."""
     (saved,) = run_dir.glob("learned_embeds*.safetensors")
     return load_file(saved)["<object>"]
 

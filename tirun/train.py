@@ -55,7 +55,8 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
     if wc.per_layer and set(cfg.export) - {"diffusers"}:
         raise ValueError(
             f"export={list(cfg.export)}: an XTI word (word.per_layer=true) has a file of its own "
-            "that other tools' formats cannot hold; train with +recipe=paper for those"
+            "that other tools' formats cannot hold; train with +recipe=fast (several vectors) "
+            "for those"
         )
 
     # 1. Accelerator, seeds, precision.
