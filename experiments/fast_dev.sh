@@ -13,15 +13,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-RECORD=(train.early_stop.every=10 train.early_stop.threshold=0
-        hydra/launcher=joblib hydra.launcher.n_jobs=2)
 # the fast recipe of those v2 runs: batch 4, lr 1e-2, 200 steps, one vector
 FAST=(train.batch_size=4 optimizer.lr=1e-2 train.max_steps=200 application.every=50)
+PAIRS=(hydra/launcher=joblib hydra.launcher.n_jobs=2)   # two jobs at a time
+RECORD=(train.early_stop.every=10 train.early_stop.threshold=0 "${PAIRS[@]}")
 # v3-dev-*: the search for a portable fast recipe on toy model v3 (a word of several vectors,
 # which every TI tool reads, against XTI's one-token-per-layer file that only tirun reads),
 # each against the paper recipe's dev score; two jobs at a time on one thread each, without
 # the fixed-batch loss record.
-PAIRS=(hydra/launcher=joblib hydra.launcher.n_jobs=2)
 B4=(train.batch_size=4 optimizer.lr=1e-2 application.every=50)
 
 declare -A RUNS=(
