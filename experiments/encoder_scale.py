@@ -2,6 +2,7 @@
 where the words pretraining taught sit.
 
     python -m experiments.encoder_scale [--out experiments/results/encoder_scale.md]
+        [--words toybench_runs/v3-test-paper-3seeds]   # and where a run's words end
 
 Norm control (`word.norm=vocab`) holds the word at the median row norm of the whole input
 table; Cross Initialization (`word.init=encoder_output`) starts it at the encoder's output for
@@ -12,9 +13,12 @@ few dozen words) is far from CLIP's: this prints where each puts a word, in norm
 from __future__ import annotations
 
 import argparse
+import statistics
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from tirun.models import load_pretrained
 from tirun.toyworld.render import ATTRIBUTES
@@ -27,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="tirun/assets/toy/model")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--words", type=Path, help="a ToyBench run: where its trained words end")
     args = parser.parse_args()
     components = load_pretrained(args.model, resolution=32)
     tokenizer, encoder = components.tokenizers[0], components.text_encoders[0]
@@ -68,9 +73,44 @@ def main() -> None:
         "",
         *rows,
     ]
+    if args.words:
+        lines += ["", *trained_lines(args.words, tokenizer, encoder)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def trained_lines(run: Path, tokenizer, encoder) -> list[str]:
+    """Where the run's one-vector words end: their norm, and their cosine and distance to the
+    two starts (the initializer's input row, the paper's; the encoder's output, Cross Init's)."""
+    measures: dict[str, list[float]] = {}
+    for file in sorted(run.rglob("learned_embeds.safetensors")):
+        initializer = OmegaConf.load(file.parent / "config.yaml").word.initializer
+        word = next(iter(load_file(file).values()))[0].float()
+        row = word_starts(tokenizer, encoder, initializer, 1)[0]
+        cross = word_starts(tokenizer, encoder, initializer, 1, init="encoder_output")[0]
+        for name, value in {
+            "norm of the word": word.norm(),
+            "its initializer's row norm": row.norm(),
+            "cos(word, initializer's row)": torch.nn.functional.cosine_similarity(word, row, dim=0),
+            "cos(word, Cross Init start)": torch.nn.functional.cosine_similarity(
+                word, cross, dim=0
+            ),
+            "distance to the initializer's row": (word - row).norm(),
+            "distance to the Cross Init start": (word - cross).norm(),
+        }.items():
+            measures.setdefault(name, []).append(float(value))
+    if not measures:
+        raise SystemExit(f"--words {run}: no learned_embeds.safetensors under it")
+    count = len(next(iter(measures.values())))
+    return [
+        f"Where the {count} words of `{run}` end (the median over words, and the range):",
+        "",
+        "| quantity | median | min | max |",
+        "|---|---:|---:|---:|",
+        *(f"| {name} | {statistics.median(values):+.3f} | {min(values):+.3f} | {max(values):+.3f} |"
+          for name, values in measures.items()),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

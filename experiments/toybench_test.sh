@@ -40,6 +40,10 @@ declare -A RUNS=(
   [v3-test-l2-3seeds]="word.init_l2=1e-2 application.every=400"
   [v3-test-lr1e-4-3seeds]="optimizer.lr=1e-4 application.every=400"
   [v3-test-lr2e-2-3seeds]="optimizer.lr=2e-2 application.every=400"
+  # what users run today: the diffusers example's loop at its documented defaults (3 000 steps,
+  # batch 1, gradient accumulation 4, lr 5e-4 scaled by the batch to 2e-3), scored every 500
+  # steps; tirun's recipes are timed to the quality it ends at (experiments/time_to_quality.py)
+  [v3-test-diffusers-defaults-1seed]="train.loop=common train.batch_size=1 train.grad_accum=4 train.max_steps=3000 optimizer.lr=5e-4 optimizer.scale_lr=true application.every=500"
   [test-paper-3seeds]=""
   [test-common-3seeds]="train.loop=common"
   [test-fast-3seeds]="${B4[*]}"

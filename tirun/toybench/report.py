@@ -88,15 +88,16 @@ def interval(words: list[Word], metric: str) -> tuple[float, float, float]:
     return bootstrap_mean(by_concept)
 
 
-def reach(words: list[Word], target: float, axis: str) -> float | None:
-    """The first ``axis`` (step or seconds) at which the run's mean reconstruction over its
-    words reaches ``target``; None when it never does. Words are scored at the same steps."""
+def reach(words: list[Word], targets: dict[str, float], axis: str) -> float | None:
+    """The first ``axis`` (step or seconds) at which the run's mean over its words of every
+    metric in ``targets`` (e.g. ``{"reconstruction": 0.6}``) reaches its target; None when it
+    never does. Words are scored at the same steps."""
     steps = sorted({p["step"] for w in words for p in w.curve})
     for step in steps:
         points = [p for w in words for p in w.curve if p["step"] == step]
         if len(points) < len(words):
             continue
-        if statistics.fmean(p["reconstruction"] for p in points) >= target:
+        if all(statistics.fmean(p[m] for p in points) >= t for m, t in targets.items()):
             return statistics.fmean(p[axis] for p in points) if axis == "seconds" else step
     return None
 
@@ -154,8 +155,8 @@ def summary_lines(
         for target in TARGETS:
             level = target * ref_final
             reached += [
-                _fmt(reach(words, level, "step"), 0),
-                _fmt(reach(words, level, "seconds"), 1),
+                _fmt(reach(words, {"reconstruction": level}, "step"), 0),
+                _fmt(reach(words, {"reconstruction": level}, "seconds"), 1),
             ]
         lines.append(
             f"| {name} | {len(words)} | {rec[0]:.3f} ({rec[1]:.3f}–{rec[2]:.3f}) | "
