@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -67,8 +68,8 @@ def _targets(
                 hook.remove()
         inputs = [kept[name] for name in names]
         outputs = [
-            layers[name](kept[name], encoder_hidden_states=per_layer[index])
-            for index, name in enumerate(names)
+            layers[name](hidden, encoder_hidden_states=states)
+            for name, hidden, states in zip(names, inputs, per_layer, strict=True)
         ]
     return inputs, outputs
 
@@ -148,8 +149,10 @@ def fit(
         for encoder, table in zip(components.text_encoders, word.tables, strict=True):
             encoder.set_input_embeddings(table)
         components.tokenizers[:] = word.original_tokenizers
-    learned = LearnedWord(source.token, learned.vectors, checkpoint_name=components.name)
-    return learned, {"relative_error_start": start, "relative_error_end": end}
+    return replace(learned, token=source.token), {
+        "relative_error_start": start,
+        "relative_error_end": end,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
