@@ -45,6 +45,12 @@ declare -A RUNS=(
   [v3-dev-nv4-b4]="${B4[*]} word.num_vectors=4 train.max_steps=200"
   [v3-dev-nv3-b4-lr2e-2]="${B4[*]} word.num_vectors=3 train.max_steps=200 optimizer.lr=2e-2"
   [v3-dev-nv3-b8]="${B4[*]} word.num_vectors=3 train.max_steps=150 train.batch_size=8"
+  # the weight of the paper's L2 pull towards the initializer (its figure's "regularization"
+  # variant), chosen on dev for the test split's v3-test-l2-3seeds: the weight whose last word
+  # is the most editable (the pull's purpose), against v3-dev-paper at its step 400
+  [v3-dev-l2-1e-2]="word.init_l2=1e-2 application.every=400"
+  [v3-dev-l2-1e-1]="word.init_l2=1e-1 application.every=400"
+  [v3-dev-l2-1]="word.init_l2=1 application.every=400"
 )
 ORDER=(dev-paper dev-cross dev-cross-lr1e-2 dev-lr2e-2 dev-b4-lr2e-2 dev-b4-lr1e-2 dev-b8-lr2e-2
        dev-overfit-lr5e-2 dev-overfit-b4-lr1e-1 dev-fast-norm dev-fast-xti dev-fast-masked

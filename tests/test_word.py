@@ -42,6 +42,17 @@ def test_the_word_is_the_only_trainable_parameter(tiny_sd1):
     assert len(trainable) == 1 and trainable[0] is word.vectors[0]
 
 
+def test_a_removed_word_leaves_the_model_as_it_was_and_a_new_word_can_take_its_name(tiny_sdxl):
+    tables = [e.get_input_embeddings() for e in tiny_sdxl.text_encoders]
+    vocab_sizes = [len(t) for t in tiny_sdxl.tokenizers]
+    word = Word(tiny_sdxl, token="<x>", initializer="toy", num_vectors=2)
+    word.remove()
+    assert [e.get_input_embeddings() for e in tiny_sdxl.text_encoders] == tables
+    assert [len(t) for t in tiny_sdxl.tokenizers] == vocab_sizes
+    assert torch.equal(word.learned().vectors[0], word.initial[0])
+    assert Word(tiny_sdxl, token="<x>", initializer="toy").text() == "<x>"
+
+
 def test_sdxl_words_get_a_vector_set_of_each_encoders_width(tiny_sdxl):
     word = Word(tiny_sdxl, token="<x>", initializer="toy", num_vectors=2)
     assert [tuple(v.shape) for v in word.vectors] == [(2, 32), (2, 32)]

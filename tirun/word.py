@@ -251,6 +251,13 @@ class Word:
             "word/shift": float((v - self.initial[0]).norm(dim=-1).max()),
         }
 
+    def remove(self) -> None:
+        """Give the model back as it was before the word: each text encoder its own table and
+        each tokenizer its vocabulary without the word's tokens (the vectors stay readable)."""
+        for encoder, table in zip(self.components.text_encoders, self.tables, strict=True):
+            encoder.set_input_embeddings(table)
+        self.components.tokenizers[:] = self.original_tokenizers
+
     def learned(self, step: int | None = None, vectors: list | None = None) -> LearnedWord:
         """The word's vectors (or ``vectors``, a kept copy of them) as a file-format-independent
         `LearnedWord` (CPU, fp32)."""

@@ -146,9 +146,7 @@ def fit(
             end = float(error())
         learned = word.learned()
     finally:
-        for encoder, table in zip(components.text_encoders, word.tables, strict=True):
-            encoder.set_input_embeddings(table)
-        components.tokenizers[:] = word.original_tokenizers
+        word.remove()
     return replace(learned, token=source.token), {
         "relative_error_start": start,
         "relative_error_end": end,
