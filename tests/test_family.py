@@ -169,7 +169,7 @@ def test_masks_come_from_the_alpha_channel_or_a_file_beside_the_image_and_none_i
 
 
 def test_masked_loss_counts_only_the_masked_latents(tiny_sd1):
-    from tirun.train import ldm_loss
+    from tirun.loss import ldm_loss
 
     torch.manual_seed(0)
     latents, noise = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tirun import checkpoint
+from tirun import checkpoint, loss
 from tirun import train as train_module
 from tirun.models import build_random
 from tirun.word import PlaceholderEmbedding
@@ -172,10 +172,10 @@ def test_v_prediction_target_is_alpha_noise_minus_sigma_latents(tiny_sd1):
     timesteps = torch.tensor([10, 900])
     alpha_bar = tiny_sd1.scheduler.alphas_cumprod[timesteps].view(2, 1, 1, 1)
     by_hand = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * latents
-    target = train_module.diffusion_target(tiny_sd1, latents, noise, timesteps)
+    target = loss.diffusion_target(tiny_sd1, latents, noise, timesteps)
     assert torch.allclose(target, by_hand, atol=1e-6)
     tiny_sd1.scheduler.register_to_config(prediction_type="epsilon")
-    assert train_module.diffusion_target(tiny_sd1, latents, noise, timesteps) is noise
+    assert loss.diffusion_target(tiny_sd1, latents, noise, timesteps) is noise
 
 
 def test_min_snr_weights_are_min_snr_gamma_over_snr(tiny_sd1):
@@ -183,12 +183,10 @@ def test_min_snr_weights_are_min_snr_gamma_over_snr(tiny_sd1):
     alpha_bar = tiny_sd1.scheduler.alphas_cumprod[timesteps].double()
     snr = alpha_bar / (1 - alpha_bar)
     assert snr[0] > 5 > snr[2]  # one clipped, one not
-    weights = train_module.min_snr_weights(tiny_sd1.scheduler, timesteps, 5.0).double()
+    weights = loss.min_snr_weights(tiny_sd1.scheduler, timesteps, 5.0).double()
     assert torch.allclose(weights, torch.clamp(snr, max=5.0) / snr, rtol=1e-5)
     assert weights[2].item() == pytest.approx(1.0)
-    weights = train_module.min_snr_weights(
-        tiny_sd1.scheduler, timesteps, 5.0, "v_prediction"
-    ).double()
+    weights = loss.min_snr_weights(tiny_sd1.scheduler, timesteps, 5.0, "v_prediction").double()
     assert torch.allclose(weights, torch.clamp(snr, max=5.0) / (snr + 1), rtol=1e-5)
 
 

@@ -26,6 +26,7 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline
 from diffusers.training_utils import EMAModel
 from transformers import CLIPTokenizer
 
+from tirun.loss import min_snr_weights
 from tirun.models import build_part
 from tirun.toyworld import oracle as oracle_lib
 from tirun.toyworld.budget import Budget
@@ -37,7 +38,6 @@ from tirun.toyworld.world import (
     sample_pretraining,
     toy_words,
 )
-from tirun.train import min_snr_weights
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "toy"
 ARCH = "toy"  # tirun/assets/arch/toy: the shapes, and why (its README)
