@@ -48,6 +48,7 @@ declare -A RUNS=(
   # the weight of the paper's L2 pull towards the initializer (its figure's "regularization"
   # variant), chosen on dev for the test split's v3-test-l2-3seeds: the weight whose last word
   # is the most editable (the pull's purpose), against v3-dev-paper at its step 400
+  [v3-dev-l2-1e-3]="word.init_l2=1e-3 application.every=400"
   [v3-dev-l2-1e-2]="word.init_l2=1e-2 application.every=400"
   [v3-dev-l2-1e-1]="word.init_l2=1e-1 application.every=400"
   [v3-dev-l2-1]="word.init_l2=1 application.every=400"
