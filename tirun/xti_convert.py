@@ -31,6 +31,12 @@ from tirun.templates import builtin
 from tirun.word import Word
 
 
+def _cross_attention(unet) -> list[torch.nn.Module]:
+    """The UNet's cross-attention layers, in the order XTI gives them their tokens."""
+    modules = dict(unet.named_modules())
+    return [modules[name] for name in xti.cross_attention_layers(unet)]
+
+
 @torch.no_grad()
 def _targets(
     components: Components, xti_file: Path, latents: torch.Tensor, sentences: list[str],
@@ -39,17 +45,19 @@ def _targets(
     """Each cross-attention layer's inputs and outputs while the UNet denoises ``latents``
     (noised at random timesteps) on ``sentences`` ("{}" for the word) under the XTI word."""
     unet = components.unet
-    layers = dict(unet.named_modules())
-    names = xti.cross_attention_layers(unet)
-    kept: dict[str, torch.Tensor] = {}
+    layers = _cross_attention(unet)
+    kept: dict[int, torch.Tensor] = {}
 
-    def keep(name: str):
+    def keep(index: int):
         def hook(module, args, kwargs) -> None:
-            kept[name] = (args[0] if args else kwargs["hidden_states"]).detach()
+            kept[index] = (args[0] if args else kwargs["hidden_states"]).detach()
 
         return hook
 
-    hooks = [layers[name].register_forward_pre_hook(keep(name), with_kwargs=True) for name in names]
+    hooks = [
+        layer.register_forward_pre_hook(keep(index), with_kwargs=True)
+        for index, layer in enumerate(layers)
+    ]
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(latents.shape, generator=generator)
     steps = components.scheduler.config.num_train_timesteps
@@ -66,10 +74,10 @@ def _targets(
         finally:
             for hook in hooks:
                 hook.remove()
-        inputs = [kept[name] for name in names]
+        inputs = [kept[index] for index in range(len(layers))]
         outputs = [
-            layers[name](hidden, encoder_hidden_states=states)
-            for name, hidden, states in zip(names, inputs, per_layer, strict=True)
+            layer(hidden, encoder_hidden_states=states)
+            for layer, hidden, states in zip(layers, inputs, per_layer, strict=True)
         ]
     return inputs, outputs
 
@@ -123,16 +131,15 @@ def fit(
             [s.format(word.text()) for s in sentences], padding="max_length",
             max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt",
         ).input_ids.to(next(components.unet.parameters()).device)  # fmt: skip
-        layers = dict(components.unet.named_modules())
-        names = xti.cross_attention_layers(components.unet)
+        layers = _cross_attention(components.unet)
         optimizer = torch.optim.Adam(word.parameters(), lr=lr)
 
         def error() -> torch.Tensor:
             states = components.text_encoders[0](ids)[0]
             return torch.stack([
-                (layers[name](hidden, encoder_hidden_states=states).float() - target).pow(2).mean()
+                (layer(hidden, encoder_hidden_states=states).float() - target).pow(2).mean()
                 / scale
-                for name, hidden, target, scale in zip(names, inputs, targets, scales, strict=True)
+                for layer, hidden, target, scale in zip(layers, inputs, targets, scales, strict=True)
             ]).mean()  # fmt: skip
 
         with torch.no_grad():
