@@ -273,6 +273,24 @@ def test_the_kept_word_is_measured_against_the_best_word_of_the_whole_budget(tmp
     ]
 
 
+def test_a_continued_run_writes_its_seeds_beside_the_earlier_jobs(tmp_path, monkeypatch):
+    """Seed 0 goes to RUN/ itself; `first_seed=1 seeds=2` to RUN/seeds1-2 and `first_seed=2
+    seeds=1` to RUN/seed2, so Hydra's job numbers 0, 1, ... never land on the earlier jobs'."""
+    commands = []
+    monkeypatch.setattr(toybench, "RUNS", tmp_path)
+    monkeypatch.setattr(toybench.subprocess, "run", lambda command, **_: commands.append(command))
+    for seeds in (range(0, 1), range(1, 3), range(2, 3)):
+        assert toybench.run("dev", seeds, "paper", ["train.max_steps=2"]) == tmp_path / "paper"
+    sweeps = [next(a for a in c if a.startswith("hydra.sweep.dir=")) for c in commands]
+    assert sweeps == [
+        f"hydra.sweep.dir={tmp_path / 'paper' / f}" for f in ("", "seeds1-2", "seed2")
+    ]
+    assert [next(a for a in c if a.startswith("train.seed=")) for c in commands] == [
+        "train.seed=0", "train.seed=1,2", "train.seed=2",
+    ]  # fmt: skip
+    assert all(c[-1] == "train.max_steps=2" for c in commands)
+
+
 def test_a_run_that_keeps_its_last_word_is_measured_at_its_last_step(tmp_path):
     """No early stop: the saved word is the last (step 400, 0.6), the budget's best step 200
     (0.8): 0.6 / 0.8 = 0.75."""

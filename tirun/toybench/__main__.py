@@ -5,7 +5,7 @@
     python -m tirun.toybench split=dev seeds=1          # the quick mode (6 words)
     python -m tirun.toybench split=test seeds=3 name=paper [TRAINING OVERRIDES ...]
     python -m tirun.toybench split=test seeds=3 hydra/launcher=joblib   # Hydra's launchers
-    python -m tirun.toybench split=test seeds=2 first_seed=1 name=more   # seeds 1 and 2 only
+    python -m tirun.toybench split=test seeds=2 first_seed=1 name=NAME   # add seeds 1 and 2
     python -m tirun.toybench --words DIR split=test     # score another tool's word files
     python -m tirun.toybench --report OUT RUN [RUN ...] # runs side by side (the first: reference)
 
@@ -115,14 +115,25 @@ def score_words(folder: Path, names: list[str], out: Path, samples_per_set: int 
     return out
 
 
+def seeds_folder(seeds: range) -> str:
+    """Where a run continued from seed N > 0 puts its jobs inside the run's folder."""
+    last = seeds[-1]
+    return f"seed{last}" if len(seeds) == 1 else f"seeds{seeds[0]}-{last}"
+
+
 def run(split_name: str, seeds: range, name: str, overrides: list[str]) -> Path:
-    """Train and score every concept of the split × seed through `python -m tirun --multirun`."""
+    """Train and score every concept of the split × seed through `python -m tirun --multirun`.
+
+    A run continued with `first_seed=N` (N > 0) writes its jobs into a subfolder of the run's
+    folder (`seeds1-2`), beside the earlier ones and not over their Hydra job numbers; the
+    report reads every job under the run's folder."""
     concepts = ",".join(c.name for c in split(split_name))
     runs = RUNS / name
+    sweep = runs / seeds_folder(seeds) if seeds.start > 0 else runs
     command = [
         sys.executable, "-m", "tirun", "--multirun", "+toybench=default",
         f"dataset.concept={concepts}", f"train.seed={','.join(map(str, seeds))}",
-        f"hydra.sweep.dir={runs}", *overrides,
+        f"hydra.sweep.dir={sweep}", *overrides,
     ]  # fmt: skip
     print(" ".join(command[1:]), flush=True)
     subprocess.run(command, cwd=ROOT, check=True)
