@@ -1,6 +1,7 @@
 """The six applications on the toy world, one `python -m tirun` command each, scored by the oracle.
 
     python -m experiments.applications [--out outputs/applications] [--threads 1] [--only bld ...] [OVERRIDES]
+    python -m experiments.applications --only    # rerun nothing: read every folder back
 
 Trains the purple-star object word (exp=variation), the purple-mosaic style word
 (exp=style_transfer) and the inclusive "toy" (exp=bias); synthesis, composition and bld reuse
@@ -11,6 +12,9 @@ go to experiments/results/applications.md:
 - bld: background PSNR before any pixel blend, plain decoder vs fine-tuned decoder, and the
   concept inside the mask vs the plain word, editing a crop around the mask (bld) and the whole
   frame (bld_full).
+Beside each learned word's concept match stands what the model draws with no word at all, from
+the concept's attributes' names ("a painting of a purple ring in the style of mosaic"), on the
+same seeds: the application's text ceiling, as ToyBench reads each concept against its own.
 Needs the packaged toy model and oracle (`make toy-model`).
 """
 
@@ -25,7 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results" / "applications.md"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results" / "applications.md"
 
 
 # The first wave trains the three words; the second applies the saved ones.
@@ -82,14 +87,16 @@ def run_wave(
     names: list[str], all_commands: dict, out: Path, threads: int, extra: list[str]
 ) -> dict:
     """Run commands side by side (a busy shared machine gets more done with 1-thread processes);
-    returns {name: (metrics, seconds, command)}."""
+    returns {name: (metrics, wall time, command)}."""
     started = {name: start(name, all_commands[name] + extra, out, threads) for name in names}
     results = {}
     for name, (process, t0, command) in started.items():
         if process.wait() != 0:
             raise SystemExit(f"{name} failed; see {out / name / 'log.txt'}")
         metrics = json.loads((out / name / "metrics.json").read_text())
-        results[name] = (metrics, time.perf_counter() - t0, command)
+        seconds = time.perf_counter() - t0
+        (out / name / "wall_time.txt").write_text(f"{seconds:.1f}\n")
+        results[name] = (metrics, f"{seconds:.0f} s", command)
         print(
             f"{name}: {json.dumps(metrics['applications'][application(name)], default=str)[:300]}",
             flush=True,
@@ -97,12 +104,83 @@ def run_wave(
     return results
 
 
+def named_expectations(name: str, folder: Path) -> list[dict[str, str]]:
+    """What a right sample shows for each of a finished command's sentences (its concept's
+    attributes and what the sentence adds), read from its Hydra config; [] for the
+    applications whose sentences a caption cannot say (bias, bld)."""
+    from omegaconf import OmegaConf
+
+    from tirun.applications.context import with_adds
+    from tirun.toyworld.concepts import CONCEPTS
+
+    app = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "config.yaml"))
+    concept = CONCEPTS[app["dataset"]["concept"]].attributes
+    app = app["application"]
+    if name in ("variation", "synthesis"):
+        adds = with_adds(app["prompts"], "prompts", "prompt")[1]
+    elif name == "style":
+        adds = with_adds(app["subjects"], "subjects", "subject")[1]
+    elif name == "composition":
+        first, second = (CONCEPTS[c].attributes for c in app["concepts"])
+        return [{**first, **second}] * len(app["prompts"])
+    else:
+        return []
+    return [{**concept, **a} for a in adds]
+
+
+def from_names(results: dict[str, tuple[dict, str, str]], out: Path) -> dict[str, float]:
+    """Each application's concept match with no word: one sentence naming each of its prompts'
+    expected attributes as pretraining captions do, on the command's own sampler and seeds."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from tirun import sampling
+    from tirun.metrics import oracle as oracle_metrics
+    from tirun.toybench.ceiling import named_sentence
+
+    expected = {n: named_expectations(n, out / n) for n in results}
+    expected = {n: e for n, e in expected.items() if e}
+    if not expected:
+        return {}
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        components = instantiate(compose("config", overrides=["model=toy"]).model)
+    components.freeze()
+    pipe = components.pipeline("ddim")
+    pipe.set_progress_bar_config(disable=True)
+    oracle = oracle_metrics.load()
+    rates = {}
+    for name, rows_expected in expected.items():
+        settings = OmegaConf.load(out / name / ".hydra" / "config.yaml").application.sampling
+        sentences = [named_sentence(e) for e in rows_expected]
+        rows = sampling.sample(pipe, sentences, settings.samples, settings.steps, settings.guidance,
+                               settings.seed, components.resolution, settings.batch_size)  # fmt: skip
+        hits = [oracle_metrics.match_rate(oracle, row, e)
+                for row, e in zip(rows, rows_expected, strict=True)]  # fmt: skip
+        rates[name] = sum(hits) / len(hits)
+        print(f"{name} from names: {rates[name]:.3f} ({'; '.join(sentences)})", flush=True)
+    return rates
+
+
+def read_back_time(folder: Path, metrics: dict, name: str) -> str:
+    """A command read back from its folder: the wall time its run measured, or, for a folder
+    written before that was kept, its training and application seconds from `metrics.json`."""
+    if (folder / "wall_time.txt").is_file():
+        return f"{float((folder / 'wall_time.txt').read_text()):.0f} s"
+    inside = (
+        metrics.get("wall_time_s", 0.0) + metrics["applications"][application(name)]["wall_time_s"]
+    )
+    ran = time.strftime("%Y-%m-%d %H:%M", time.gmtime((folder / "metrics.json").stat().st_mtime))
+    return f"{inside:.0f} s (training + application; read back, ran {ran} UTC)"
+
+
 def pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.0f}%"
 
 
-def report(results: dict[str, tuple[dict, float, str]], threads: int) -> str:
-    """Markdown: one table of figures, then each command."""
+def report(results: dict[str, tuple[dict, str, str]], threads: int, names: dict[str, float]) -> str:
+    """Markdown: one table of figures (with each application's `from_names`), then each
+    command."""
     lines = [
         "# Applications on the toy world",
         "",
@@ -114,8 +192,8 @@ def report(results: dict[str, tuple[dict, float, str]], threads: int) -> str:
         "",
         f"Model: {model_note()}",
         "",
-        "| application | learned word | baseline | samples | wall time |",
-        "|---|---|---|---|---|",
+        "| application | learned word | baseline | from the names, no word | samples | wall time |",
+        "|---|---|---|---|---|---|",
     ]
     for name, (metrics, seconds, _) in results.items():
         m = metrics["applications"][application(name)]
@@ -134,8 +212,22 @@ def report(results: dict[str, tuple[dict, float, str]], threads: int) -> str:
             word = f"concept match {pct(m.get('concept_match'))}"
             base = f"concept match {pct(m.get('baseline_concept_match'))}"
             count = m["samples"]
-        lines.append(f"| {name} | {word} | {base} | {count} | {seconds:.0f} s |")
-    lines += ["", "## Checks", "", *checks(results), "", "## Details", ""]
+        named = f"concept match {pct(names[name])}" if name in names else "—"
+        lines.append(f"| {name} | {word} | {base} | {named} | {count} | {seconds} |")
+    lines += [
+        "",
+        "From the names: no learned word; each sentence's expected attributes named as "
+        'pretraining captions name them (`tirun.toybench.ceiling.named_sentence`, e.g. "a '
+        "painting of a purple ring in the style of mosaic\"), on the command's sampler and "
+        "seeds. What the model itself draws of the concept: the ceiling a word is read against.",
+        "",
+        "## Checks",
+        "",
+        *checks(results),
+        "",
+        "## Details",
+        "",
+    ]
     for name, (metrics, _, command) in results.items():
         m = metrics["applications"][application(name)]
         lines += [f"### {name}", "", f"`{command}`", ""]
@@ -201,7 +293,7 @@ def model_note() -> str:
 BARS = {"variation": 0.8, "synthesis": 0.7, "style": 0.7, "bld": 0.7, "bld_full": 0.5}
 
 
-def checks(results: dict[str, tuple[dict, float, str]]) -> list[str]:
+def checks(results: dict[str, tuple[dict, str, str]]) -> list[str]:
     """The bars, each marked met or not met."""
     out = []
 
@@ -250,7 +342,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/applications"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads per command")
     parser.add_argument(
-        "--only", nargs="*", help="run only these (the others' folders are read back)"
+        "--only",
+        nargs="*",
+        help="run only these (the others' folders are read back; none listed: rerun nothing)",
     )
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("overrides", nargs="*", help="extra overrides for every command")
@@ -260,20 +354,18 @@ def main() -> None:
     results = {}
     for wave in WAVES:
         all_commands = commands(out)
-        todo = [n for n in wave if not args.only or n in args.only]
+        todo = [n for n in wave if args.only is None or n in args.only]
         results.update(run_wave(todo, all_commands, out, args.threads, list(args.overrides)))
         for name in set(wave) - set(todo):
             folder = out / name
             if (folder / "metrics.json").is_file():
                 metrics = json.loads((folder / "metrics.json").read_text())
-                seconds = (
-                    metrics.get("wall_time_s", 0.0)
-                    + metrics["applications"][application(name)]["wall_time_s"]
-                )
-                results[name] = (metrics, seconds, (folder / "command.txt").read_text().strip())
+                results[name] = (metrics, read_back_time(folder, metrics, name),
+                                 (folder / "command.txt").read_text().strip())  # fmt: skip
     ordered = {n: results[n] for n in all_commands if n in results}
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(report(ordered, args.threads) + "\n")
+    names = from_names(ordered, out)
+    args.results.write_text(report(ordered, args.threads, names) + "\n")
     print(f"wrote {args.results}")
 
 

@@ -454,3 +454,35 @@ def test_eval_rescores_a_finished_run(tmp_path, oracle_dir, capsys):
     assert set(saved["applications"]) == {"variation", "synthesis"}
     assert tirun_eval.main([str(run_dir), "application.nope=1"]) == 2
     assert "names no key" in capsys.readouterr().err
+
+
+def test_each_application_sentence_is_said_in_the_concepts_names(tmp_path):
+    """experiments.applications' "from the names" column: the style preset's sentences become
+    the purple mosaic named on each subject, composition names both concepts, bias none."""
+    from omegaconf import OmegaConf
+
+    from experiments.applications import named_expectations
+    from tirun.toybench.ceiling import named_sentence
+
+    def finished(name: str, application: dict, concept: str = "purple_mosaic") -> Path:
+        folder = tmp_path / name
+        (folder / ".hydra").mkdir(parents=True)
+        config = {"dataset": {"concept": concept}, "application": application}
+        OmegaConf.save(OmegaConf.create(config), folder / ".hydra" / "config.yaml")
+        return folder
+
+    style = finished(
+        "style", {"subjects": ["cross", {"subject": "ring", "adds": {"shape": "ring"}}]}
+    )
+    expected = named_expectations("style", style)
+    assert expected == [
+        {"colour": "purple", "style": "mosaic"},
+        {"colour": "purple", "style": "mosaic", "shape": "ring"},
+    ]
+    assert named_sentence(expected[1]) == "a painting of a purple ring in the style of mosaic"
+    both = finished("composition", {"prompts": ["a painting of a {0} in the style of {1}"],
+                                    "concepts": ["purple_star", "purple_mosaic"]})  # fmt: skip
+    assert named_expectations("composition", both) == [
+        {"shape": "star", "colour": "purple", "style": "mosaic"}
+    ]
+    assert named_expectations("bias", finished("bias", {}, "purple_star")) == []
