@@ -34,9 +34,15 @@ RESULTS = ROOT / "experiments" / "results" / "applications.md"
 
 
 # The first wave trains the three words; the second applies the saved ones.
-WAVES = (("variation", "style", "bias"), ("synthesis", "composition", "bld", "bld_full"))
-# bld_full is Blended Latent Diffusion on the whole 32 px frame (no crop around the mask).
-APPLICATION = {"bld_full": "bld"}
+WAVES = (
+    ("variation", "style", "bias"),
+    ("synthesis", "composition", "bld", "bld_full", "bld_names", "bld_full_names"),
+)
+# bld_full is Blended Latent Diffusion on the whole 32 px frame (no crop around the mask);
+# bld*_names the same edits with the object's names ("purple star") as the plain word, whose
+# baseline is then what the model draws into the mask with no learned word.
+APPLICATION = {"bld_full": "bld", "bld_names": "bld", "bld_full_names": "bld"}
+NAMES_RUNS = {"bld": "bld_names", "bld_full": "bld_full_names"}
 
 
 def application(name: str) -> str:
@@ -55,6 +61,7 @@ def commands(out: Path) -> dict[str, list[str]]:
     """Each application's overrides; later ones read the words earlier ones saved (called again
     once they have)."""
     obj, style = saved_word(out / "variation"), saved_word(out / "style")
+    names = "word.initializer='purple star'"  # the object preset's concept, named
     return {
         "variation": ["+exp=variation"],
         "style": ["+exp=style_transfer"],
@@ -63,6 +70,13 @@ def commands(out: Path) -> dict[str, list[str]]:
         "bias": ["+exp=bias"],
         "bld": ["+exp=bld", f"embeddings=[{obj}]"],
         "bld_full": ["+exp=bld", f"embeddings=[{obj}]", "application.crop_padding=null"],
+        "bld_names": ["+exp=bld", f"embeddings=[{obj}]", names],
+        "bld_full_names": [
+            "+exp=bld",
+            f"embeddings=[{obj}]",
+            "application.crop_padding=null",
+            names,
+        ],
     }
 
 
@@ -139,17 +153,21 @@ def from_names(results: dict[str, tuple[dict, str, str]], out: Path) -> dict[str
     from tirun.metrics import oracle as oracle_metrics
     from tirun.toybench.ceiling import named_sentence
 
-    expected = {n: named_expectations(n, out / n) for n in results}
+    rates = {
+        name: results[run][0]["applications"]["bld"]["baseline_concept_match"]
+        for name, run in NAMES_RUNS.items()
+        if name in results and run in results
+    }
+    expected = {n: named_expectations(n, out / n) for n in results if n not in NAMES_RUNS.values()}
     expected = {n: e for n, e in expected.items() if e}
     if not expected:
-        return {}
+        return rates
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         components = instantiate(compose("config", overrides=["model=toy"]).model)
     components.freeze()
     pipe = components.pipeline("ddim")
     pipe.set_progress_bar_config(disable=True)
     oracle = oracle_metrics.load()
-    rates = {}
     for name, rows_expected in expected.items():
         settings = OmegaConf.load(out / name / ".hydra" / "config.yaml").application.sampling
         sentences = [named_sentence(e) for e in rows_expected]
@@ -195,7 +213,8 @@ def report(results: dict[str, tuple[dict, str, str]], threads: int, names: dict[
         "| application | learned word | baseline | from the names, no word | samples | wall time |",
         "|---|---|---|---|---|---|",
     ]
-    for name, (metrics, seconds, _) in results.items():
+    shown = {n: r for n, r in results.items() if n not in NAMES_RUNS.values()}
+    for name, (metrics, seconds, _) in shown.items():
         m = metrics["applications"][application(name)]
         if name == "bias":
             word = f"KL {m['kl_uniform']:.3f}"
@@ -212,14 +231,17 @@ def report(results: dict[str, tuple[dict, str, str]], threads: int, names: dict[
             word = f"concept match {pct(m.get('concept_match'))}"
             base = f"concept match {pct(m.get('baseline_concept_match'))}"
             count = m["samples"]
-        named = f"concept match {pct(names[name])}" if name in names else "—"
+        what = "concept in mask" if application(name) == "bld" else "concept match"
+        named = f"{what} {pct(names[name])}" if name in names else "—"
         lines.append(f"| {name} | {word} | {base} | {named} | {count} | {seconds} |")
     lines += [
         "",
         "From the names: no learned word; each sentence's expected attributes named as "
         'pretraining captions name them (`tirun.toybench.ceiling.named_sentence`, e.g. "a '
         "painting of a purple ring in the style of mosaic\"), on the command's sampler and "
-        "seeds. What the model itself draws of the concept: the ceiling a word is read against.",
+        'seeds; for bld, the same edits with "purple star" as the plain word '
+        "(`word.initializer='purple star'`, the `bld*_names` folders). What the model itself "
+        "draws of the concept: the ceiling a word is read against.",
         "",
         "## Checks",
         "",
@@ -228,7 +250,7 @@ def report(results: dict[str, tuple[dict, str, str]], threads: int, names: dict[
         "## Details",
         "",
     ]
-    for name, (metrics, _, command) in results.items():
+    for name, (metrics, _, command) in shown.items():
         m = metrics["applications"][application(name)]
         lines += [f"### {name}", "", f"`{command}`", ""]
         if "per_prompt" in m:
