@@ -365,3 +365,22 @@ def test_time_to_quality_is_the_first_step_where_both_means_reach_the_references
     assert lines[3].endswith("| 4.0 | 4.0 | 100 | 4.0 | 5.0× |")
     with pytest.raises(ValueError, match="lacks 1"):
         table(reference, {"short": run[:1]})
+
+
+def test_a_moved_jobs_word_is_its_own_not_the_one_a_later_job_left_at_its_old_path(tmp_path):
+    """Seed 0's job 2 ran in RUN/2 and was moved into RUN/seed0/2; a later run's job 2 now sits
+    in RUN/2. The report reads the moved job's word from its own folder."""
+    from tirun.toybench.report import load_run
+
+    run = tmp_path / "paper"
+    for folder, value in ((run / "seed0" / "2", 1.0), (run / "2", 2.0)):
+        folder.mkdir(parents=True)
+        word = folder / "learned_embeds.safetensors"
+        embeddings.save(LearnedWord("<concept>", torch.full((1, 4), value)), word, "diffusers")
+        point = {"step": 400, "seconds": 1.0, "reconstruction": 0.5, "editability": 0.5}
+        bench = {"concept": "blue_ring", "kind": "object", "curve": [point], "outcomes": {},
+                 "file": str(run / "2" / "learned_embeds.safetensors")}  # fmt: skip
+        (folder / "metrics.json").write_text(json.dumps({"applications": {"toybench": bench}}))
+    moved = next(w for w in load_run(run) if "seed0" in str(w.folder))
+    assert moved.file == run / "seed0" / "2" / "learned_embeds.safetensors"
+    assert load_file(moved.file)["<concept>"].tolist() == [[1.0] * 4]

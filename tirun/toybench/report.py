@@ -56,8 +56,9 @@ def load_run(folder: Path, name: str | None = None) -> list[Word]:
             continue
         config = metrics_file.parent / "config.yaml"
         seed, file = 0, Path(bench["file"])
-        if not file.is_file():  # the job's folder was moved (e.g. into RUN/seedN) since it ran
-            file = metrics_file.parent / file.name
+        own = metrics_file.parent / file.name
+        if own.is_file():  # the job's folder may have moved (into RUN/seed0) since it ran, and
+            file = own  # the path it recorded may now hold a later job's word
         if config.is_file():
             from omegaconf import OmegaConf
 
