@@ -4,6 +4,7 @@ run's curve and report on the toy model (tiny budgets)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -384,3 +385,17 @@ def test_a_moved_jobs_word_is_its_own_not_the_one_a_later_job_left_at_its_old_pa
     moved = next(w for w in load_run(run) if "seed0" in str(w.folder))
     assert moved.file == run / "seed0" / "2" / "learned_embeds.safetensors"
     assert load_file(moved.file)["<concept>"].tolist() == [[1.0] * 4]
+
+
+def test_settings_after_the_report_folders_are_settings_not_folders(tmp_path, monkeypatch):
+    """`--report OUT RUN tracker=none` writes the report and skips W&B, as with the setting
+    first; before, `tracker=none` was read as a run folder."""
+    published = []
+    monkeypatch.setattr("tirun.tracking.publish_report", lambda *a: published.append(a))
+    reports = []
+    monkeypatch.setattr(
+        "tirun.toybench.report.report", lambda out, runs, *_: reports.append((out, runs)) or ""
+    )
+    assert toybench.main(["--report", str(tmp_path / "out"), str(tmp_path), "tracker=none"]) == 0
+    assert reports == [(tmp_path / "out", [tmp_path])] and published == []
+    assert toybench.is_setting(Path("tracker=none")) and not toybench.is_setting(tmp_path)

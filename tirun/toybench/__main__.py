@@ -7,7 +7,7 @@
     python -m tirun.toybench split=test seeds=3 hydra/launcher=joblib   # Hydra's launchers
     python -m tirun.toybench split=test seeds=2 first_seed=1 name=NAME   # add seeds 1 and 2
     python -m tirun.toybench --words DIR split=test     # score another tool's word files
-    python -m tirun.toybench --report OUT RUN [RUN ...] # runs side by side (the first: reference)
+    python -m tirun.toybench --report OUT RUN [RUN ...] [tracker=none]  # side by side (the first: reference)
 
 A run trains every concept of the split × seed as one Hydra multirun of `python -m tirun
 +toybench=default` (any training override passes through, e.g. `word.num_vectors=2`), scores
@@ -140,6 +140,12 @@ def run(split_name: str, seeds: range, name: str, overrides: list[str]) -> Path:
     return runs
 
 
+def is_setting(argument: Path) -> bool:
+    """`key=value` (a setting or an override), not a folder: no `/` and nothing of that name."""
+    text = str(argument)
+    return "=" in text and "/" not in text and not argument.exists()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tirun.toybench",
@@ -155,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         "settings", nargs="*", help="split=dev|test seeds=N name=NAME, then overrides"
     )
     args = parser.parse_args(argv)
+    if args.report:  # `--report OUT RUN ... tracker=none`: the settings after the folders
+        settings = [str(a) for a in args.report if is_setting(a)]
+        args.report = [a for a in args.report if not is_setting(a)]
+        args.settings = settings + args.settings
     own = {k: v for k, _, v in (s.partition("=") for s in args.settings) if k in OWN_KEYS}
     overrides = [s for s in args.settings if s.partition("=")[0] not in OWN_KEYS]
     split_name, count = own.get("split", "dev"), int(own.get("seeds", "1"))
