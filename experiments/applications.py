@@ -144,7 +144,8 @@ def named_expectations(name: str, folder: Path) -> list[dict[str, str]]:
 
 def from_names(results: dict[str, tuple[dict, str, str]], out: Path) -> dict[str, float]:
     """Each application's concept match with no word: one sentence naming each of its prompts'
-    expected attributes as pretraining captions do, on the command's own sampler and seeds."""
+    expected attributes as pretraining captions do, on the command's own sampler and seeds; for
+    bld, the baseline of its `_names` run (the same edits, the names as the plain word)."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
