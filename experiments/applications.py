@@ -57,11 +57,24 @@ def saved_word(folder: Path) -> Path:
     return Path(json.loads(metrics.read_text())["files"][0]) if metrics.is_file() else folder
 
 
+def named_object(preset: str) -> str:
+    """The preset's object concept in its attributes' names ("purple star"), as a plain word."""
+    from hydra import compose, initialize_config_dir
+
+    from tirun.toyworld.concepts import CONCEPTS
+    from tirun.toyworld.render import Attributes, object_phrase
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        concept = CONCEPTS[compose("config", overrides=[preset]).dataset.concept].attributes
+    attributes = Attributes(concept["shape"], concept["colour"], "white", "filled")
+    return object_phrase(attributes, {"colour", "shape"})
+
+
 def commands(out: Path) -> dict[str, list[str]]:
     """Each application's overrides; later ones read the words earlier ones saved (called again
     once they have)."""
     obj, style = saved_word(out / "variation"), saved_word(out / "style")
-    names = "word.initializer='purple star'"  # the object preset's concept, named
+    names = f"word.initializer='{named_object('+exp=bld')}'"
     return {
         "variation": ["+exp=variation"],
         "style": ["+exp=style_transfer"],
