@@ -5,8 +5,9 @@
 #   bash experiments/toybench_test.sh RUN [RUN ...]
 #   FIRST_SEED=1 SEEDS=2 bash experiments/toybench_test.sh RUN   # only seeds 1 and 2 of RUN
 #   SEEDS=1 PAIRS=1 bash experiments/toybench_test.sh RUN         # seed 0, two jobs at a time
-# A run continued that way writes its jobs into toybench_runs/RUN beside the earlier ones
-# (copied into a subfolder of it, e.g. RUN/seed0): a report reads every job under the folder.
+# A run continued that way writes its jobs into a subfolder of toybench_runs/RUN (RUN/seeds1-2)
+# beside the earlier ones (older runs moved theirs by hand, e.g. RUN/seed0); a report reads every
+# job under the folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
