@@ -61,13 +61,13 @@ def named_object(preset: str) -> str:
     """The preset's object concept in its attributes' names ("purple star"), as a plain word."""
     from hydra import compose, initialize_config_dir
 
+    from tirun.toybench.ceiling import object_name
     from tirun.toyworld.concepts import CONCEPTS
-    from tirun.toyworld.render import Attributes, object_phrase
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        concept = CONCEPTS[compose("config", overrides=[preset]).dataset.concept].attributes
-    attributes = Attributes(concept["shape"], concept["colour"], "white", "filled")
-    return object_phrase(attributes, {"colour", "shape"})
+        return object_name(
+            CONCEPTS[compose("config", overrides=[preset]).dataset.concept].attributes
+        )
 
 
 def commands(out: Path) -> dict[str, list[str]]:

@@ -34,15 +34,19 @@ _STYLE_FRAMES = (
 )
 
 
+def object_name(attributes: dict[str, str]) -> str:
+    """An object's colour and shape in the words captions use: "purple star"."""
+    plain = Attributes(attributes["shape"], attributes["colour"], "white", "filled")
+    return object_phrase(plain, {"colour", "shape"})
+
+
 def named_prompts(concept: Concept) -> list[str]:
     """Three sentences that name every attribute of ``concept`` as pretraining captions do: an
     object's colour and shape (in its technique, if it has one), or a style's technique and
     palette (on its backdrop, if it has one) on three shapes pretraining draws in that palette."""
     a = concept.attributes
     if concept.kind == "object":
-        phrase = object_phrase(
-            Attributes(a["shape"], a["colour"], "white", "filled"), {"colour", "shape"}
-        )
+        phrase = object_name(a)
         if "style" in a:
             return [in_style(frame, phrase, a["style"]) for frame in _STYLE_FRAMES]
         return [frame.format(phrase) for frame in _OBJECT_FRAMES]
