@@ -28,6 +28,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results" / "applications.md"
@@ -57,17 +61,21 @@ def saved_word(folder: Path) -> Path:
     return Path(json.loads(metrics.read_text())["files"][0]) if metrics.is_file() else folder
 
 
-def named_object(preset: str) -> str:
-    """The preset's object concept in its attributes' names ("purple star"), as a plain word."""
+def project_config(*overrides: str) -> DictConfig:
+    """The project's config composed with ``overrides``, as `python -m tirun` would, outside a
+    Hydra run."""
     from hydra import compose, initialize_config_dir
 
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def named_object(preset: str) -> str:
+    """The preset's object concept in its attributes' names ("purple star"), as a plain word."""
     from tirun.toybench.ceiling import object_name
     from tirun.toyworld.concepts import CONCEPTS
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return object_name(
-            CONCEPTS[compose("config", overrides=[preset]).dataset.concept].attributes
-        )
+    return object_name(CONCEPTS[project_config(preset).dataset.concept].attributes)
 
 
 def commands(out: Path) -> dict[str, list[str]]:
@@ -159,7 +167,6 @@ def from_names(results: dict[str, tuple[dict, str, str]], out: Path) -> dict[str
     """Each application's concept match with no word: one sentence naming each of its prompts'
     expected attributes as pretraining captions do, on the command's own sampler and seeds; for
     bld, the baseline of its `_names` run (the same edits, the names as the plain word)."""
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -176,8 +183,7 @@ def from_names(results: dict[str, tuple[dict, str, str]], out: Path) -> dict[str
     expected = {n: e for n, e in expected.items() if e}
     if not expected:
         return rates
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        components = instantiate(compose("config", overrides=["model=toy"]).model)
+    components = instantiate(project_config("model=toy").model)
     components.freeze()
     pipe = components.pipeline("ddim")
     pipe.set_progress_bar_config(disable=True)
