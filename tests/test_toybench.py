@@ -204,6 +204,22 @@ def test_the_paired_difference_of_known_cases():
     assert low == pytest.approx(-0.098, abs=0.015) and high == pytest.approx(0.098, abs=0.015)
 
 
+def test_the_paired_spread_splits_concepts_from_seeds_and_projects_the_half_width():
+    from experiments.benchmark_size import concepts_needed
+    from tirun.toybench.stats import paired_spread, projected_half_width
+
+    # differences: concept a 1 and 3 (mean 2, seed variance 2), concept b 5 and 7 (mean 6, 2);
+    # the means' variance 8, less the seeds' share 2/2: concepts 7, seeds 2
+    pairs = {"a": [(0.0, 1.0), (0.0, 3.0)], "b": [(0.0, 5.0), (0.0, 7.0)]}
+    assert paired_spread(pairs) == pytest.approx((7.0, 2.0))
+    # 1.96 · sqrt(7/2 + 2/(2·2)) = 1.96 · 2
+    assert projected_half_width(7.0, 2.0, concepts=2, seeds=2) == pytest.approx(3.92)
+    # ±0.98 at 2 seeds: (7 + 2/2) · (1.96 / 0.98)² = 32 concepts
+    assert concepts_needed(7.0, 2.0, seeds=2, target=0.98) == 32
+    # identical seeds: all the spread is the concepts'
+    assert paired_spread({"a": [(0.0, 1.0)] * 3, "b": [(0.0, 3.0)] * 3}) == pytest.approx((2.0, 0))
+
+
 def test_the_validation_score_is_the_share_of_samples_the_oracle_reads_as_the_concept():
     from tirun.toyworld.concepts import concept_images
     from tirun.validation import validation_judge

@@ -3,7 +3,8 @@
 A benchmark figure is a mean over concepts × seeds of per-word rates, each rate over a few dozen
 samples. The bootstrap resamples all three levels (concepts with replacement; within each, its
 seeds; within each word, its samples), so the interval covers what another draw of concepts,
-seeds and sampling noise would give.
+seeds and sampling noise would give. `paired_spread` and `projected_half_width` say how the
+interval would narrow with more concepts or more seeds (`experiments/benchmark_size.py`).
 """
 
 from __future__ import annotations
@@ -79,3 +80,30 @@ def bootstrap_paired_difference(
     tail = (1 - level) / 2
     low, high = np.quantile(draws, [tail, 1 - tail])
     return mean, float(low), float(high)
+
+
+def paired_spread(pairs: Mapping[str, Sequence[tuple[float, float]]]) -> tuple[float, float]:
+    """(between, within): how much of the paired difference's spread is the concepts' and how
+    much the seeds', the one-way random-effects moment estimates.
+
+    ``within`` is the mean over concepts of the seeds' variance of the difference (concepts with
+    two or more seeds); ``between`` is the variance of the concepts' mean differences less the
+    share the seeds put into those means, clipped at zero. More seeds shrink only the second;
+    the first shrinks only with more concepts.
+    """
+    concepts = [np.asarray([b - a for a, b in seeds], dtype=float) for seeds in pairs.values()]
+    repeated = [d for d in concepts if len(d) > 1]
+    if len(concepts) < 2 or not repeated:
+        raise ValueError("paired_spread needs two concepts and one with two or more seeds")
+    within = float(np.mean([d.var(ddof=1) for d in repeated]))
+    means = np.asarray([d.mean() for d in concepts])
+    seed_share = float(np.mean([within / len(d) for d in concepts]))
+    return max(float(means.var(ddof=1)) - seed_share, 0.0), within
+
+
+def projected_half_width(
+    between: float, within: float, concepts: int, seeds: int, z: float = 1.96
+) -> float:
+    """The 95% interval's half-width of a paired mean over ``concepts`` × ``seeds`` words, by the
+    normal approximation: z · sqrt(between / concepts + within / (concepts · seeds))."""
+    return z * float(np.sqrt(between / concepts + within / (concepts * seeds)))
