@@ -90,7 +90,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", type=float, default=0.08)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    reference, run = load_run(args.reference), load_run(args.run)
+    try:
+        reference, run = load_run(args.reference), load_run(args.run)
+        sections = [section(m, paired_words(reference, run, m), args.target) for m in METRICS]
+    except ValueError as error:
+        raise SystemExit(f"benchmark_size: error: {error}") from None
     lines = [
         f"# ToyBench's size: `{args.run.name}` against `{args.reference.name}`",
         "",
@@ -99,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         "(normal approximation; one-way random effects: concepts, then seeds within a concept).",
         "",
     ]
-    for metric in METRICS:
-        lines += section(metric, paired_words(reference, run, metric), args.target)
+    for lines_of_metric in sections:
+        lines += lines_of_metric
     text = "\n".join(lines)
     atomic_write(args.out, lambda tmp: tmp.write_text(text))
     print(text)
