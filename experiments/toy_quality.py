@@ -114,6 +114,14 @@ def main() -> None:
         rows = [i for i, a in enumerate(styled) if a["style"] == st]
         pred_st = {k: [v[i] for i in rows] for k, v in style_pred.items()}
         per_style[st] = {k: accuracy(pred_st, [styled[i] for i in rows], k) for k in style_acc}
+    style_misses = {
+        st: Counter(
+            f"{a['shape']} read as {style_pred['style'][i]} {style_pred['shape'][i]}"
+            for i, a in enumerate(styled)
+            if a["style"] == st and style_pred["style"][i] != st
+        )
+        for st in STYLES
+    }
 
     # 3. the bias word and the unnamed shape, unprompted for colour
     n = 32
@@ -177,6 +185,14 @@ def main() -> None:
         "| all | " + " | ".join(f"{v:.1%}" for v in style_acc.values()) + " |",
         "",
         f"Style bar (every style ≥ {STYLE_BAR:.0%}) met: **{'yes' if style_passed else 'no'}**.",
+        "",
+        "Where a style was missed, the named shape and what the oracle read (style, shape):",
+        "",
+        *[
+            f"- {st}: " + ", ".join(f"{k} ×{v}" for k, v in misses.most_common())
+            for st, misses in style_misses.items()
+            if misses
+        ],
         "",
         f'## Bias word: colours of "a photo of a {BIAS_WORD}" ({n} samples; pretraining drew it 90% red)',
         "",
