@@ -89,10 +89,19 @@ def probe(name: str, minutes: float) -> str:
         + ", ".join(f"{k} {v:.2f}" for k, v in ceilings.items())
         + f" | {(time.time() - started) / 60:.0f} |"
     )
-    with RESULTS.open("a") as f:
-        f.write(row + "\n")
+    add_row(row)
     print(row, flush=True)
     return row
+
+
+def add_row(row: str) -> None:
+    """Put ``row`` under the probe table's last row, above the notes written below it."""
+    lines = RESULTS.read_text().splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith("| probe |"))
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    lines.insert(end, row)
+    RESULTS.write_text("\n".join(lines) + "\n")
 
 
 def profile(repeats: int = 6) -> list[str]:
