@@ -14,13 +14,13 @@ only more concepts narrow the interval.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from tirun.files import atomic_write
-from tirun.toybench.report import Word, load_run
+from tirun.toybench.report import load_run, paired, paired_finals
 from tirun.toybench.stats import (
     bootstrap_paired_difference,
+    concepts_needed,
     paired_spread,
     projected_half_width,
 )
@@ -29,26 +29,6 @@ RESULTS = Path(__file__).parent / "results" / "toybench" / "benchmark-size.md"
 METRICS = ("reconstruction", "editability")
 CONCEPTS = (17, 24, 32, 48)
 SEEDS = (3, 5, 10)
-
-
-def paired_words(
-    reference: list[Word], run: list[Word], metric: str
-) -> dict[str, list[tuple[float, float]]]:
-    ref = {(w.concept, w.seed): w for w in reference}
-    pairs: dict[str, list[tuple[float, float]]] = {}
-    for word in run:
-        if (word.concept, word.seed) in ref:
-            a = ref[(word.concept, word.seed)]
-            pairs.setdefault(word.concept, []).append((a.final[metric], word.final[metric]))
-    if not pairs:
-        raise ValueError("the two runs share no (concept, seed) word")
-    return pairs
-
-
-def concepts_needed(between: float, within: float, seeds: int, target: float) -> int | None:
-    """The fewest concepts whose projected half-width at ``seeds`` seeds is ≤ ``target``."""
-    per_concept = between + within / seeds
-    return math.ceil(per_concept * (1.96 / target) ** 2) if per_concept > 0 else None
 
 
 def section(name: str, pairs: dict[str, list[tuple[float, float]]], target: float) -> list[str]:
@@ -91,8 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     try:
-        reference, run = load_run(args.reference), load_run(args.run)
-        sections = [section(m, paired_words(reference, run, m), args.target) for m in METRICS]
+        pairs = paired(load_run(args.reference), load_run(args.run))
+        if not pairs:
+            raise ValueError("the two runs share no (concept, seed) word")
+        sections = [section(m, paired_finals(pairs, m), args.target) for m in METRICS]
     except ValueError as error:
         raise SystemExit(f"benchmark_size: error: {error}") from None
     lines = [

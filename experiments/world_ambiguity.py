@@ -39,16 +39,15 @@ OVERLAPS = (
 )
 
 
-def renders(shape: str, style: str, count: int, seed: int) -> tuple[np.ndarray, list[bool]]:
-    """``count`` images [N, 32, 32, 3] of random colour and background, and which are small."""
+def renders(shape: str, style: str, count: int, seed: int) -> np.ndarray:
+    """``count`` images [N, 32, 32, 3] of random colour and background, a quarter small."""
     rng = np.random.default_rng(seed)
-    images, small = [], []
+    images = []
     for _ in range(count):
         attrs = Attributes(shape, str(rng.choice(list(COLOURS))), str(rng.choice(list(BACKGROUNDS))), style)  # fmt: skip
         free = bool(rng.random() < FREE_LAYOUT_P)
         images.append(render_with_mask(attrs, int(rng.integers(0, 2**31)), free)[0])
-        small.append(free)
-    return np.stack(images), small
+    return np.stack(images)
 
 
 def overlap(a: tuple[str, str], b: tuple[str, str], count: int, free: bool) -> float:
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---:|---:|---|",
     ]
     for i, (shape, style) in enumerate(DRAWN):
-        images, _ = renders(shape, style, args.renders, seed=i)
+        images = renders(shape, style, args.renders, seed=i)
         read = oracle.predict(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
         pairs = Counter(f"{st} {sh}" for st, sh in zip(read["style"], read["shape"], strict=True))
         lines.append(

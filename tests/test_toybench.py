@@ -205,8 +205,7 @@ def test_the_paired_difference_of_known_cases():
 
 
 def test_the_paired_spread_splits_concepts_from_seeds_and_projects_the_half_width():
-    from experiments.benchmark_size import concepts_needed
-    from tirun.toybench.stats import paired_spread, projected_half_width
+    from tirun.toybench.stats import concepts_needed, paired_spread, projected_half_width
 
     # differences: concept a 1 and 3 (mean 2, seed variance 2), concept b 5 and 7 (mean 6, 2);
     # the means' variance 8, less the seeds' share 2/2: concepts 7, seeds 2

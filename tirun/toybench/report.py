@@ -195,26 +195,39 @@ def summary_lines(
     return lines
 
 
+def paired(reference: list[Word], words: list[Word]) -> list[tuple[Word, Word]]:
+    """(reference word, other word) for each concept and seed both runs trained."""
+    ref = {(w.concept, w.seed): w for w in reference}
+    return [(ref[(w.concept, w.seed)], w) for w in words if (w.concept, w.seed) in ref]
+
+
+def paired_finals(
+    pairs: list[tuple[Word, Word]], metric: str
+) -> dict[str, list[tuple[float, float]]]:
+    """Per concept, per seed, (the reference's final ``metric``, the other's): what
+    `bootstrap_paired_difference` reads."""
+    finals: dict[str, list[tuple[float, float]]] = {}
+    for a, b in pairs:
+        finals.setdefault(a.concept, []).append((a.final[metric], b.final[metric]))
+    return finals
+
+
 def paired_lines(runs: dict[str, list[Word]], reference: str) -> list[str]:
     """Each run against the reference on the words both trained (same concept and seed): the
     mean paired difference with its bootstrap interval, and the wall time as a fraction."""
-    ref = {(w.concept, w.seed): w for w in runs[reference]}
     rows = []
     for name, words in runs.items():
-        paired = [(ref[(w.concept, w.seed)], w) for w in words if (w.concept, w.seed) in ref]
-        if name == reference or not paired:
+        pairs = paired(runs[reference], words)
+        if name == reference or not pairs:
             continue
         cells = []
         for metric in ("reconstruction", "editability"):
-            pairs: dict[str, list[tuple[float, float]]] = {}
-            for a, b in paired:
-                pairs.setdefault(a.concept, []).append((a.final[metric], b.final[metric]))
-            mean, low, high = bootstrap_paired_difference(pairs)
+            mean, low, high = bootstrap_paired_difference(paired_finals(pairs, metric))
             cells.append(f"{mean:+.3f} ({low:+.3f} to {high:+.3f})")
-        time = statistics.fmean(b.final["seconds"] for _, b in paired) / statistics.fmean(
-            a.final["seconds"] for a, _ in paired
+        time = statistics.fmean(b.final["seconds"] for _, b in pairs) / statistics.fmean(
+            a.final["seconds"] for a, _ in pairs
         )
-        rows.append(f"| {name} | {len(paired)} | {cells[0]} | {cells[1]} | {time:.2f} |")
+        rows.append(f"| {name} | {len(pairs)} | {cells[0]} | {cells[1]} | {time:.2f} |")
     if not rows:
         return []
     return [

@@ -9,6 +9,7 @@ interval would narrow with more concepts or more seeds (`experiments/benchmark_s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -107,3 +108,12 @@ def projected_half_width(
     """The 95% interval's half-width of a paired mean over ``concepts`` × ``seeds`` words, by the
     normal approximation: z · sqrt(between / concepts + within / (concepts · seeds))."""
     return z * float(np.sqrt(between / concepts + within / (concepts * seeds)))
+
+
+def concepts_needed(
+    between: float, within: float, seeds: int, target: float, z: float = 1.96
+) -> int | None:
+    """The fewest concepts whose `projected_half_width` at ``seeds`` seeds is ≤ ``target``
+    (None when the difference does not vary at all)."""
+    per_concept = between + within / seeds
+    return math.ceil(per_concept * (z / target) ** 2) if per_concept > 0 else None
