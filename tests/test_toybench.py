@@ -159,6 +159,52 @@ def test_words_from_another_tool_are_scored_like_tirun_s_own(tmp_path):
         toybench.score_words(tmp_path / "ours", ["blue_ring"], tmp_path / "x", 2)
 
 
+def test_a_words_folder_is_read_by_concept_and_seed_and_may_hold_only_some_concepts(
+    tmp_path, capsys
+):
+    """A report's `words/RUN/` names words `NAME_seedK`; `--words` scores the seeds asked for
+    of the concepts the folder holds and names the ones it lacks, instead of refusing."""
+    word = LearnedWord("<w>", [torch.zeros(1, 64)], 10, "toy")
+    for name in ("red_square_seed0", "red_square_seed2", "red_square_seedx", "purple_star"):
+        embeddings.save(word, tmp_path / "words" / f"{name}.safetensors", "diffusers")
+    found = toybench.word_files(tmp_path / "words", "red_square")
+    assert found == {0: tmp_path / "words" / "red_square_seed0.safetensors",
+                     2: tmp_path / "words" / "red_square_seed2.safetensors"}  # fmt: skip
+    assert list(toybench.word_files(tmp_path / "words", "purple_star")) == [0]
+    out = toybench.score_words(tmp_path / "words", ["red_square", "blue_ring"], tmp_path / "runs",
+                               1, seeds=range(1, 3))  # fmt: skip
+    assert "no word for blue_ring; scoring the others" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["red_square_seed2"]
+    bench = json.loads((out / "red_square_seed2" / "metrics.json").read_text())
+    assert bench["applications"]["toybench"]["seed"] == 2
+    from tirun.toybench.report import load_run
+
+    assert [(w.concept, w.seed) for w in load_run(out)] == [("red_square", 2)]
+
+
+def test_adherence_counts_the_edit_alone_and_leak_the_shared_context_where_an_edit_moves_it():
+    """Two edit rows of a purple star photographed on bricks, two samples each. "On grass": a
+    purple star on grass, then one on bricks. "In mosaic": a purple star drawn filled, then a
+    red ring in mosaic. Editability (concept and edit): 1 of 4; adherence (the edit, concept or
+    not): 2 of 4; leak: only "on grass" asks for another backdrop than bricks, and its second
+    sample still shows bricks: 1 of 2."""
+    from tirun.toybench.score import hits, leaks
+
+    readings = [
+        {"shape": ["star", "star"], "colour": ["purple", "purple"], "background": ["grass", "bricks"],
+         "style": ["filled", "filled"]},
+        {"shape": ["star", "ring"], "colour": ["purple", "red"], "background": ["bricks", "bricks"],
+         "style": ["filled", "mosaic"]},
+    ]  # fmt: skip
+    adds = [{"background": "grass"}, {"style": "mosaic"}]
+    concept = {"shape": "star", "colour": "purple"}
+    assert hits(readings, [{**concept, **a} for a in adds]) == [1, 0, 0, 0]
+    assert hits(readings, adds) == [1, 0, 0, 1]
+    assert leaks(readings, adds, {"background": "bricks"}) == [0, 1]
+    assert leaks(readings, adds, {}) == []  # no shared context: nothing to leak
+    assert leaks(readings, adds, {"background": "grass"}) == []  # grass asked: nothing moved
+
+
 def test_the_final_point_scores_the_word_early_stop_kept(tmp_path):
     """With `keep=best` the saved word may be an earlier one than the last snapshot: the curve's
     final point is that saved word, once, and says which step it came from."""
@@ -414,3 +460,28 @@ def test_settings_after_the_report_folders_are_settings_not_folders(tmp_path, mo
     assert toybench.main(["--report", str(tmp_path / "out"), str(tmp_path), "tracker=none"]) == 0
     assert reports == [(tmp_path / "out", [tmp_path])] and published == []
     assert toybench.is_setting(Path("tracker=none")) and not toybench.is_setting(tmp_path)
+
+
+def test_the_summary_puts_adherence_and_leak_beside_toybench_s_scores_and_dashes_old_runs(
+    tmp_path,
+):
+    """Run "new" was scored with adherence and leak; run "old" before they existed. One word
+    each, one concept: new's adherence is 3 of 4, its leak 1 of 2; old shows "–" for both, and
+    the paired table has no difference to give for them."""
+    from tirun.toybench.report import Word, summary_lines
+
+    def word(run: str, outcomes: dict[str, list[int]]) -> Word:
+        final = {"step": 10, "seconds": 2.0, "attributes": {}}
+        final |= {m: sum(v) / len(v) if v else None for m, v in outcomes.items()}
+        return Word(run, "blue_ring", "object", 0, [final], outcomes, tmp_path, tmp_path)
+
+    rec, edit = [1, 1, 0, 0], [1, 0, 0, 0]
+    new = word("new", {"reconstruction": rec, "editability": edit, "adherence": [1, 1, 1, 0],
+                       "leak": [0, 1]})  # fmt: skip
+    old = word("old", {"reconstruction": rec, "editability": edit})
+    lines = summary_lines({"new": [new], "old": [old]}, "new")
+    assert lines[2].startswith("| new | 1 | 0.500 (0.000–1.000) | 0.250 (0.000–0.750) | 0.750 (")
+    assert "| 0.500 (0.000–1.000) |" in lines[2]  # leak
+    assert lines[3].startswith("| old | 1 | 0.500 (0.000–1.000) | 0.250 (0.000–0.750) | – | – |")
+    paired = next(line for line in lines if line.startswith("| old | 1 | +0.000"))
+    assert paired.endswith("| – | – | 1.00 |")

@@ -7,6 +7,7 @@
     python -m tirun.toybench split=test seeds=3 hydra/launcher=joblib   # Hydra's launchers
     python -m tirun.toybench split=test seeds=2 first_seed=1 name=NAME   # add seeds 1 and 2
     python -m tirun.toybench --words DIR split=test     # score another tool's word files
+    python -m tirun.toybench --words REPORT/words/RUN split=test seeds=3   # rescore a run's words
     python -m tirun.toybench --report OUT RUN [RUN ...] [tracker=none]  # side by side (the first: reference)
 
 A run trains every concept of the split × seed as one Hydra multirun of `python -m tirun
@@ -64,21 +65,35 @@ def export(folder: Path, count: int = 5, seed: int = 0) -> list[Path]:
     return written
 
 
-def word_file(folder: Path, name: str) -> Path | None:
-    """Another tool's word for concept ``name`` in ``folder``: ``NAME.safetensors|.pt|.bin`` or
-    ``NAME/learned_embeds.safetensors``."""
+WORD_SUFFIXES = (".safetensors", ".pt", ".bin")
+
+
+def word_files(folder: Path, name: str) -> dict[int, Path]:
+    """The words for concept ``name`` in ``folder``, by seed: ``NAME.safetensors|.pt|.bin`` or
+    ``NAME/learned_embeds.safetensors`` (seed 0), and ``NAME_seedK.safetensors|.pt|.bin`` (seed
+    K, as a report's `words/RUN/` names them)."""
+    found: dict[int, Path] = {}
     for candidate in (
-        *(folder / f"{name}{suffix}" for suffix in (".safetensors", ".pt", ".bin")),
+        *(folder / f"{name}{suffix}" for suffix in WORD_SUFFIXES),
         folder / name / "learned_embeds.safetensors",
     ):
         if candidate.is_file():
-            return candidate
-    return None
+            found[0] = candidate
+            break
+    for candidate in sorted(folder.glob(f"{name}_seed*")):
+        seed = candidate.name[len(name) + len("_seed") :].split(".")[0]
+        if seed.isdigit() and candidate.suffix in WORD_SUFFIXES and candidate.is_file():
+            found.setdefault(int(seed), candidate)
+    return dict(sorted(found.items()))
 
 
-def score_words(folder: Path, names: list[str], out: Path, samples_per_set: int = 64) -> Path:
-    """Score word files made by any tool, one per concept, as ToyBench scores its own (through
-    diffusers' own `load_textual_inversion`); writes a run folder the report reads."""
+def score_words(
+    folder: Path, names: list[str], out: Path, samples_per_set: int = 64, seeds: range = range(1)
+) -> Path:
+    """Score word files made by any tool as ToyBench scores its own (through diffusers' own
+    `load_textual_inversion`): the words in ``folder`` of the concepts ``names`` and the seeds
+    ``seeds`` (`word_files`), saying which concepts it has no word for; writes a run folder the
+    report reads (`out/NAME` for seed 0's word, `out/NAME_seedK` for seed K's)."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
@@ -93,25 +108,32 @@ def score_words(folder: Path, names: list[str], out: Path, samples_per_set: int 
     components.freeze()
     oracle = oracle_metrics.load()
     settings = Sampling(**cfg.application.sampling)
-    missing = [n for n in names if word_file(folder, n) is None]
-    if missing:
+    found = {n: {k: f for k, f in word_files(folder, n).items() if k in seeds} for n in names}
+    missing = [n for n, files in found.items() if not files]
+    if len(missing) == len(names):
         raise ValueError(
-            f"--words {folder}: no word file for {', '.join(missing)} (NAME.safetensors, .pt or .bin)"
+            f"--words {folder}: no word file for {', '.join(missing)} "
+            "(NAME.safetensors, NAME_seedK.safetensors, .pt or .bin)"
         )
-    for name in names:
-        source = word_file(folder, name)
+    if missing:
+        print(f"--words {folder}: no word for {', '.join(missing)}; scoring the others", flush=True)
+    for name, files in found.items():
         concept = CONCEPTS[name]
-        scores = score_word(components, oracle, concept, settings, str(source), samples_per_set)
-        scores.pop("rows")
-        outcomes = scores.pop("outcomes")
-        point = {"step": 0, "seconds": 0.0, **scores}
-        bench = {"concept": name, "kind": concept.kind, "split": concept.split, "curve": [point],
-                 "final": point, "outcomes": outcomes, "file": str(source)}  # fmt: skip
-        write_json(out / name / "metrics.json", {"applications": {"toybench": bench}})
-        print(
-            f"{name}: reconstruction {scores['reconstruction']:.3f} editability {scores['editability']:.3f}",
-            flush=True,
-        )
+        for seed, source in files.items():
+            scores = score_word(components, oracle, concept, settings, str(source), samples_per_set)
+            scores.pop("rows")
+            outcomes = scores.pop("outcomes")
+            point = {"step": 0, "seconds": 0.0, **scores}
+            bench = {"concept": name, "kind": concept.kind, "split": concept.split, "seed": seed,
+                     "curve": [point], "final": point, "outcomes": outcomes,
+                     "file": str(source)}  # fmt: skip
+            job = out / (name if seed == 0 else f"{name}_seed{seed}")
+            write_json(job / "metrics.json", {"applications": {"toybench": bench}})
+            print(
+                f"{name} seed {seed}: reconstruction {scores['reconstruction']:.3f} "
+                f"editability {scores['editability']:.3f} adherence {scores['adherence']:.3f}",
+                flush=True,
+            )
     return out
 
 
@@ -191,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if args.words:
                 names = [c.name for c in split(split_name)]
-                runs = score_words(args.words, names, RUNS / name)
+                runs = score_words(args.words, names, RUNS / name, seeds=seeds)
             else:
                 runs = run(split_name, seeds, name, overrides)
             out = RESULTS / name

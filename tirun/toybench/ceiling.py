@@ -86,7 +86,8 @@ def concept_ceiling(
 ) -> dict:
     """The share of ``samples`` per sentence of :func:`named_prompts` that show the whole concept
     (``whole``), each attribute's own rate, and the share of ``samples`` per sentence of
-    :func:`named_edits` that show the concept and the edit (``editability``).
+    :func:`named_edits` that show the concept and the edit (``editability``) and that show the
+    edit, concept or not (``adherence``: "human captions" on the paper's editability axis).
 
     Args:
         pipe: a text-to-image pipeline of the model (no word loaded).
@@ -108,12 +109,16 @@ def concept_ceiling(
     images = [image for row in rows for image in row]
     edit_hits = [oracle_metrics.match_rate(oracle, row, expected)
                  for row, (_, expected) in zip(edit_rows, edits, strict=True)]  # fmt: skip
+    adds = [asked for _, asked in concept.editability]
+    adherence = [oracle_metrics.match_rate(oracle, row, asked)
+                 for row, asked in zip(edit_rows, adds, strict=True)]  # fmt: skip
     return {
         "whole": oracle_metrics.match_rate(oracle, images, concept.attributes),
         "attributes": oracle_metrics.attribute_rates(
             oracle, rows, [concept.attributes] * len(rows)
         ),
         "editability": sum(edit_hits) / len(edit_hits),
+        "adherence": sum(adherence) / len(adherence),
         "samples": len(images),
         "prompts": prompts,
         "edits": [e for e, _ in edits],
@@ -122,26 +127,29 @@ def concept_ceiling(
 
 def read_ceilings(model_dir: Path, metric: str = "whole") -> dict[str, float]:
     """Each concept's text ceiling from ``model_dir/text_ceiling.json``: the whole concept from
-    its names (``whole``) or its named edits (``editability``); {} when the model has none (the
-    report then leaves them out)."""
+    its names (``whole``), its named edits (``editability``) or their adherence (``adherence``);
+    {} when the model has none (the report then leaves them out), and concepts written before
+    a metric existed are left out of it."""
     path = Path(model_dir) / CEILING_FILE
     if not path.is_file():
         return {}
-    return {name: row[metric] for name, row in json.loads(path.read_text()).items()}
+    rows = json.loads(path.read_text())
+    return {name: row[metric] for name, row in rows.items() if metric in row}
 
 
 def table_lines(ceilings: dict[str, dict], concepts: list[Concept]) -> list[str]:
     """A markdown table of the ceilings with their mean, the bars beside it."""
     lines = [
-        "| concept | kind | split | samples | whole concept | per attribute | named edits |",
-        "|---|---|---|---:|---:|---|---:|",
+        "| concept | kind | split | samples | whole concept | per attribute | named edits | "
+        "their adherence |",
+        "|---|---|---|---:|---:|---|---:|---:|",
     ]
     for c in concepts:
         row = ceilings[c.name]
         per = ", ".join(f"{k} {v:.2f}" for k, v in row["attributes"].items())
         lines.append(
             f"| {c.name} | {c.kind} | {c.split} | {row['samples']} | {row['whole']:.3f} | {per} | "
-            f"{row['editability']:.3f} |"
+            f"{row['editability']:.3f} | {row['adherence']:.3f} |"
         )
     wholes = [ceilings[c.name]["whole"] for c in concepts]
     lines += [

@@ -6,9 +6,12 @@ report folder: `per_concept.csv` and `per_concept.md` (every concept × seed), `
 reach 90% and 95% of the reference run's final reconstruction, and each concept against its text
 ceiling: what the model draws from the concept's attributes' names), `curves.png`
 (reconstruction against steps and against seconds), `tradeoff.png` (reconstruction against
-editability, a point per word), `plane.png` (each run's mean in that plane with its intervals,
-and the concepts drawn from their names: the paper's figure of its variants), and `words/`
-(every final word, diffusers format).
+editability, a point per word), `plane.png` (each run's mean with its intervals, and the concepts
+drawn from their names, on two planes: reconstruction against ToyBench's editability, and
+against the paper's, prompt adherence), and `words/` (every final word, diffusers format).
+
+Adherence and context leak are read from the words' outcomes; runs scored before they existed
+show "–" (rescore their words with `python -m tirun.toybench --words REPORT/words/RUN`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ from tirun.toybench.ceiling import read_ceilings
 from tirun.toybench.stats import bootstrap_mean, bootstrap_paired_difference
 
 TARGETS = (0.90, 0.95)
+METRICS = ("reconstruction", "editability", "adherence", "leak")
+# The two planes `plane.png` draws: ToyBench's (the edit *and* the concept) and the paper's
+# (the edit, concept or not).
+PLANES = (("editability", "editability (ToyBench: edit and concept)"),
+          ("adherence", "prompt adherence (the paper's editability)"))  # fmt: skip
 
 
 @dataclass
@@ -55,7 +63,7 @@ def load_run(folder: Path, name: str | None = None) -> list[Word]:
         if not bench:
             continue
         config = metrics_file.parent / "config.yaml"
-        seed, file = 0, Path(bench["file"])
+        seed, file = int(bench.get("seed", 0)), Path(bench["file"])
         own = metrics_file.parent / file.name
         if own.is_file():  # the job's folder may have moved (into RUN/seed0) since it ran, and
             file = own  # the path it recorded may now hold a later job's word
@@ -82,11 +90,28 @@ def load_run(folder: Path, name: str | None = None) -> list[Word]:
     return sorted(words, key=lambda w: (w.concept, w.seed))
 
 
-def interval(words: list[Word], metric: str) -> tuple[float, float, float]:
+def measured(words: list[Word], metric: str) -> list[Word]:
+    """The words with outcomes of ``metric``: every word for adherence once scored with it, only
+    the concepts with a shared context for leak."""
+    return [w for w in words if w.outcomes.get(metric)]
+
+
+def interval(words: list[Word], metric: str) -> tuple[float, float, float] | None:
+    """The mean of ``metric`` over ``words`` with its 95% bootstrap interval; None when no word
+    has outcomes of it."""
     by_concept: dict[str, list[list[int]]] = {}
-    for word in words:
+    for word in measured(words, metric):
         by_concept.setdefault(word.concept, []).append(word.outcomes[metric])
-    return bootstrap_mean(by_concept)
+    return bootstrap_mean(by_concept) if by_concept else None
+
+
+def _cell(value: tuple[float, float, float] | None, sign: str = "") -> str:
+    """``mean (low–high)``, or with ``sign="+"`` ``+mean (+low to +high)``; "–" for None."""
+    if value is None:
+        return "–"
+    if sign:
+        return f"{value[0]:+.3f} ({value[1]:+.3f} to {value[2]:+.3f})"
+    return f"{value[0]:.3f} ({value[1]:.3f}–{value[2]:.3f})"
 
 
 def reach(words: list[Word], targets: dict[str, float], axis: str) -> float | None:
@@ -143,14 +168,14 @@ def summary_lines(
     ceilings = ceilings or {}
     ref_final = statistics.fmean(w.final["reconstruction"] for w in runs[reference])
     lines = [
-        "| run | words | reconstruction (95% CI) | editability (95% CI) | fraction of the ceiling | "
-        "worst word (recon.) | steps | seconds | "
+        "| run | words | reconstruction (95% CI) | editability (95% CI) | adherence (95% CI) | "
+        "context leak (95% CI) | fraction of the ceiling | worst word (recon.) | steps | seconds | "
         + " | ".join(f"steps to {int(t * 100)}% | s to {int(t * 100)}%" for t in TARGETS)
         + " |",
-        "|---|---:|---|---|---:|---|---:|---:|" + "---:|---:|" * len(TARGETS),
+        "|---|---:|---|---|---|---|---:|---|---:|---:|" + "---:|---:|" * len(TARGETS),
     ]
     for name, words in runs.items():
-        rec, edit = interval(words, "reconstruction"), interval(words, "editability")
+        cells = " | ".join(_cell(interval(words, m)) for m in METRICS)
         worst = min(words, key=lambda w: w.final["reconstruction"])
         reached = []
         for target in TARGETS:
@@ -160,9 +185,7 @@ def summary_lines(
                 _fmt(reach(words, {"reconstruction": level}, "seconds"), 1),
             ]
         lines.append(
-            f"| {name} | {len(words)} | {rec[0]:.3f} ({rec[1]:.3f}–{rec[2]:.3f}) | "
-            f"{edit[0]:.3f} ({edit[1]:.3f}–{edit[2]:.3f}) | "
-            f"{_fmt(ceiling_fraction(words, ceilings))} | {worst.concept} s{worst.seed}: "
+            f"| {name} | {len(words)} | {cells} | {_fmt(ceiling_fraction(words, ceilings))} | {worst.concept} s{worst.seed}: "
             f"{worst.final['reconstruction']:.3f} | "
             f"{statistics.fmean(w.final['step'] for w in words):.0f} | "
             f"{statistics.fmean(w.final['seconds'] for w in words):.1f} | "
@@ -174,7 +197,10 @@ def summary_lines(
         f"Targets are fractions of the reference run `{reference}`'s final mean reconstruction "
         f"({ref_final:.3f}). Intervals: bootstrap over concepts, seeds and samples (2000 draws). "
         "Fraction of the ceiling: the mean over words of reconstruction / the concept's text "
-        "ceiling.",
+        "ceiling. Adherence: the edits' samples that show what the prompt adds, concept or not "
+        "(the paper's editability); context leak: the samples of edits asking for another "
+        "context than the training images share that still show theirs (concepts with a shared "
+        'context only; "–" where none has one).',
     ]
     lines += paired_lines(runs, reference)
     for kind in ("object", "style"):
@@ -182,14 +208,12 @@ def summary_lines(
         for name, words in runs.items():
             chosen = [w for w in words if w.kind == kind]
             if chosen:
-                rec, edit = interval(chosen, "reconstruction"), interval(chosen, "editability")
-                rows.append(
-                    f"| {name} | {len(chosen)} | {rec[0]:.3f} ({rec[1]:.3f}–{rec[2]:.3f}) | "
-                    f"{edit[0]:.3f} ({edit[1]:.3f}–{edit[2]:.3f}) |"
-                )
+                cells = " | ".join(_cell(interval(chosen, m)) for m in METRICS)
+                rows.append(f"| {name} | {len(chosen)} | {cells} |")
         if rows:
-            lines += ["", f"**{kind}s**", "", "| run | words | reconstruction | editability |",
-                      "|---|---:|---|---|", *rows]  # fmt: skip
+            lines += ["", f"**{kind}s**", "",
+                      "| run | words | reconstruction | editability | adherence | context leak |",
+                      "|---|---:|---|---|---|---|", *rows]  # fmt: skip
     if ceilings:
         lines += ceiling_lines(runs, ceilings)
     return lines
@@ -204,30 +228,32 @@ def paired(reference: list[Word], words: list[Word]) -> list[tuple[Word, Word]]:
 def paired_finals(
     pairs: list[tuple[Word, Word]], metric: str
 ) -> dict[str, list[tuple[float, float]]]:
-    """Per concept, per seed, (the reference's final ``metric``, the other's): what
-    `bootstrap_paired_difference` reads."""
+    """Per concept, per seed, (the reference's final ``metric``, the other's), over the pairs
+    where both words have it: what `bootstrap_paired_difference` reads."""
     finals: dict[str, list[tuple[float, float]]] = {}
     for a, b in pairs:
-        finals.setdefault(a.concept, []).append((a.final[metric], b.final[metric]))
+        if a.final.get(metric) is not None and b.final.get(metric) is not None:
+            finals.setdefault(a.concept, []).append((a.final[metric], b.final[metric]))
     return finals
 
 
 def paired_lines(runs: dict[str, list[Word]], reference: str) -> list[str]:
     """Each run against the reference on the words both trained (same concept and seed): the
-    mean paired difference with its bootstrap interval, and the wall time as a fraction."""
+    mean paired difference of each metric with its bootstrap interval ("–" where a run lacks
+    the metric), and the wall time as a fraction ("–" for rescored words, which have none)."""
     rows = []
     for name, words in runs.items():
         pairs = paired(runs[reference], words)
         if name == reference or not pairs:
             continue
         cells = []
-        for metric in ("reconstruction", "editability"):
-            mean, low, high = bootstrap_paired_difference(paired_finals(pairs, metric))
-            cells.append(f"{mean:+.3f} ({low:+.3f} to {high:+.3f})")
-        time = statistics.fmean(b.final["seconds"] for _, b in pairs) / statistics.fmean(
-            a.final["seconds"] for a, _ in pairs
-        )
-        rows.append(f"| {name} | {len(pairs)} | {cells[0]} | {cells[1]} | {time:.2f} |")
+        for metric in METRICS:
+            finals = paired_finals(pairs, metric)
+            cells.append(_cell(bootstrap_paired_difference(finals) if finals else None, "+"))
+        before = statistics.fmean(a.final["seconds"] or 0.0 for a, _ in pairs)
+        after = statistics.fmean(b.final["seconds"] or 0.0 for _, b in pairs)
+        time = f"{after / before:.2f}" if before > 0 and after > 0 else "–"
+        rows.append(f"| {name} | {len(pairs)} | {' | '.join(cells)} | {time} |")
     if not rows:
         return []
     return [
@@ -235,8 +261,9 @@ def paired_lines(runs: dict[str, list[Word]], reference: str) -> list[str]:
         f"**Paired with `{reference}`** (same concepts and seeds; the difference's 95% bootstrap "
         "interval over concepts, then seeds):",
         "",
-        "| run | pairs | Δ reconstruction | Δ editability | wall time / reference |",
-        "|---|---:|---|---|---:|",
+        "| run | pairs | Δ reconstruction | Δ editability | Δ adherence | Δ context leak | "
+        "wall time / reference |",
+        "|---|---:|---|---|---|---|---:|",
         *rows,
     ]
 
@@ -245,16 +272,15 @@ def per_concept_rows(
     runs: dict[str, list[Word]], ceilings: dict[str, float]
 ) -> tuple[list[str], list[list]]:
     attributes = sorted({a for ws in runs.values() for w in ws for a in w.final["attributes"]})
-    head = ["run", "concept", "kind", "seed", "steps", "seconds", "reconstruction", "editability",
-            "text_ceiling"]  # fmt: skip
+    head = ["run", "concept", "kind", "seed", "steps", "seconds", *METRICS, "text_ceiling"]
     head += [f"attr.{a}" for a in attributes]
     rows = []
     for name, words in runs.items():
         for w in words:
             f = w.final
             rows.append(
-                [name, w.concept, w.kind, w.seed, f["step"], round(f["seconds"], 1),
-                 round(f["reconstruction"], 4), round(f["editability"], 4),
+                [name, w.concept, w.kind, w.seed, f["step"], round(f["seconds"] or 0.0, 1),
+                 *(round(f[m], 4) if f.get(m) is not None else "" for m in METRICS),
                  round(ceilings[w.concept], 4) if w.concept in ceilings else ""]
                 + [round(f["attributes"][a], 4) if a in f["attributes"] else "" for a in attributes]
             )  # fmt: skip
@@ -304,29 +330,44 @@ def plot_tradeoff(path: Path, runs: dict[str, list[Word]]) -> None:
 
 
 def plot_plane(
-    path: Path, runs: dict[str, list[Word]], ceilings: dict[str, float], edits: dict[str, float]
+    path: Path,
+    runs: dict[str, list[Word]],
+    ceilings: dict[str, float],
+    named: dict[str, dict[str, float]],
 ) -> None:
-    """The paper's comparison of variants: each run's mean reconstruction against its mean
-    editability with their 95% intervals, and "human captions" (the concepts drawn from their
-    names: the text ceiling and its named edits) over the same concepts."""
-    fig, ax = _pyplot().subplots(figsize=(6, 4.5), dpi=120)
-    for name, words in runs.items():
-        rec, edit = interval(words, "reconstruction"), interval(words, "editability")
-        ax.errorbar(rec[0], edit[0], xerr=[[rec[0] - rec[1]], [rec[2] - rec[0]]],
-                    yerr=[[edit[0] - edit[1]], [edit[2] - edit[0]]], marker="o", capsize=3,
-                    label=name)  # fmt: skip
+    """The paper's comparison of variants, on ToyBench's plane and on the paper's: each run's
+    mean reconstruction against its mean editability (left) and adherence (right) with their
+    95% intervals, and "human captions" (the concepts drawn from their names: the text ceiling
+    and its named edits) over the same concepts.
+
+    Args:
+        path: the PNG to write.
+        runs: each run's words.
+        ceilings: each concept's text ceiling (reconstruction from its names).
+        named: per plane's metric (``editability``, ``adherence``), each concept's named edits.
+    """
+    fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.8), dpi=120)
     concepts = sorted({w.concept for ws in runs.values() for w in ws})
-    if concepts and all(c in ceilings and c in edits for c in concepts):
-        ax.scatter([statistics.fmean(ceilings[c] for c in concepts)],
-                   [statistics.fmean(edits[c] for c in concepts)], marker="*", s=160,
-                   color="black", label="human captions (text ceiling)", zorder=3)  # fmt: skip
-    ax.set_xlabel("reconstruction")
-    ax.set_ylabel("editability")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("ToyBench: each run's mean with its 95% interval", fontsize=9)
+    for ax, (metric, label) in zip(axes, PLANES, strict=True):
+        for name, words in runs.items():
+            rec, y = interval(words, "reconstruction"), interval(words, metric)
+            if y is None:
+                continue
+            ax.errorbar(rec[0], y[0], xerr=[[rec[0] - rec[1]], [rec[2] - rec[0]]],
+                        yerr=[[y[0] - y[1]], [y[2] - y[0]]], marker="o", capsize=3,
+                        label=name)  # fmt: skip
+        edits = named.get(metric, {})
+        if concepts and all(c in ceilings and c in edits for c in concepts):
+            ax.scatter([statistics.fmean(ceilings[c] for c in concepts)],
+                       [statistics.fmean(edits[c] for c in concepts)], marker="*", s=160,
+                       color="black", label="human captions (text ceiling)", zorder=3)  # fmt: skip
+        ax.set_xlabel("reconstruction")
+        ax.set_ylabel(label)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle("ToyBench: each run's mean with its 95% interval, on two planes", fontsize=10)
     _save(fig, path)
 
 
@@ -350,7 +391,7 @@ def report(
     folders: list[Path],
     names: list[str] | None = None,
     ceilings: dict[str, float] | None = None,
-    edits: dict[str, float] | None = None,
+    named: dict[str, dict[str, float]] | None = None,
 ) -> str:
     """Write the report of ``folders`` (the first is the reference) into ``out``; returns the
     summary's Markdown.
@@ -360,7 +401,8 @@ def report(
         folders: ToyBench run folders; the first is the reference the others are paired with.
         names: the runs' names (default: the folders').
         ceilings: each concept's text ceiling (default: the packaged toy model's).
-        edits: each concept's named edits' score (default: the packaged toy model's).
+        named: each concept's named edits' editability and adherence, by metric (default: the
+            packaged toy model's).
     """
     names = names or [f.name for f in folders]
     runs = {n: load_run(f, n) for n, f in zip(names, folders, strict=True)}
@@ -368,7 +410,7 @@ def report(
         from tirun.models import PACKAGED_MODELS
 
         ceilings = read_ceilings(PACKAGED_MODELS["toy"])
-        edits = read_ceilings(PACKAGED_MODELS["toy"], "editability")
+        named = {m: read_ceilings(PACKAGED_MODELS["toy"], m) for m, _ in PLANES}
     out.mkdir(parents=True, exist_ok=True)
     head, rows = per_concept_rows(runs, ceilings)
     buffer = io.StringIO()
@@ -379,7 +421,7 @@ def report(
     atomic_write(out / "per_concept.md", lambda tmp: tmp.write_text("\n".join(table) + "\n"))
     plot_curves(out / "curves.png", runs)
     plot_tradeoff(out / "tradeoff.png", runs)
-    plot_plane(out / "plane.png", runs, ceilings, edits or {})
+    plot_plane(out / "plane.png", runs, ceilings, named or {})
     # words/ holds this report's runs only: a run an earlier report compared is not left there
     shutil.rmtree(out / "words", ignore_errors=True)
     for name, words in runs.items():

@@ -4,7 +4,11 @@ A word is drawn through diffusers' own loader (`loading.pipeline_with_words`) on
 and the oracle reads every sample: **reconstruction** is the share of samples of the neutral
 prompts that show the whole concept; **editability** the share of samples of the other prompts
 that show the concept *and* what the prompt adds (a background or a style for objects, a shape
-for styles); the per-attribute rates say which part of the concept a word got.
+for styles); **adherence** the share of those samples that show what the prompt adds, concept
+or not (the paper's editability, which scores the prompt with the word left out); **context
+leak** the share of samples of the prompts that ask for another value of the concept's shared
+context (its images' one backdrop, say) that still show the training images' value; the
+per-attribute rates say which part of the concept a word got.
 """
 
 from __future__ import annotations
@@ -36,15 +40,40 @@ def _sample_set(
     return rows, [adds for _, adds in prompts]
 
 
-def _hits(oracle: Oracle, rows: list[list], expected: list[dict[str, str]]) -> list[int]:
-    """1/0 per sample: all of its expected attributes read right."""
-    hits = []
-    for row, attributes in zip(rows, expected, strict=True):
-        predicted = oracle.predict(row)
-        hits += [
-            int(all(predicted[k][i] == v for k, v in attributes.items())) for i in range(len(row))
-        ]
-    return hits
+def hits(readings: list[dict[str, list[str]]], expected: list[dict[str, str]]) -> list[int]:
+    """1/0 per sample: all of its row's ``expected`` attributes read right.
+
+    Args:
+        readings: the oracle's reading of each row (`Oracle.predict`).
+        expected: what each row's samples should show.
+    """
+    out = []
+    for predicted, attributes in zip(readings, expected, strict=True):
+        count = len(next(iter(predicted.values())))
+        out += [int(all(predicted[k][i] == v for k, v in attributes.items())) for i in range(count)]
+    return out
+
+
+def leaks(
+    readings: list[dict[str, list[str]]], adds: list[dict[str, str]], context: dict[str, str]
+) -> list[int]:
+    """1/0 per sample of the rows whose prompt asks for another value of a ``context``
+    attribute: 1 when the sample still shows the context's value of any such attribute. Rows
+    that ask for no other context add nothing, so a concept without a shared context has none.
+
+    Args:
+        readings: the oracle's reading of each row (`Oracle.predict`).
+        adds: what each row's prompt adds (`EvalPrompt`'s dict).
+        context: the attributes every training image shares that the concept does not define.
+    """
+    out = []
+    for predicted, asked in zip(readings, adds, strict=True):
+        moved = [k for k, v in asked.items() if k in context and context[k] != v]
+        if not moved:
+            continue
+        count = len(next(iter(predicted.values())))
+        out += [int(any(predicted[k][i] == context[k] for k in moved)) for i in range(count)]
+    return out
 
 
 def score_word(
@@ -56,7 +85,8 @@ def score_word(
     samples_per_set: int = 64,
     tokenizers=None,
 ) -> dict:
-    """Reconstruction, editability and per-attribute rates of one word on ``concept``.
+    """Reconstruction, editability, adherence, context leak (None for a concept without a
+    shared context) and per-attribute rates of one word on ``concept``.
 
     Args:
         components: the toy model (a trained word's wrappers may be on it).
@@ -81,14 +111,19 @@ def score_word(
         )
     rec_expected = [{**concept.attributes, **a} for a in rec_adds]
     edit_expected = [{**concept.attributes, **a} for a in edit_adds]
-    reconstruction = _hits(oracle, rec_rows, rec_expected)
-    editability = _hits(oracle, edit_rows, edit_expected)
+    rec_read = [oracle.predict(row) for row in rec_rows]
+    edit_read = [oracle.predict(row) for row in edit_rows]
+    outcomes = {
+        "reconstruction": hits(rec_read, rec_expected),
+        "editability": hits(edit_read, edit_expected),
+        "adherence": hits(edit_read, edit_adds),
+        "leak": leaks(edit_read, edit_adds, concept.context),
+    }
     return {
-        "reconstruction": sum(reconstruction) / len(reconstruction),
-        "editability": sum(editability) / len(editability),
+        **{k: sum(v) / len(v) if v else None for k, v in outcomes.items()},
         "attributes": oracle_metrics.attribute_rates(
             oracle, rec_rows + edit_rows, rec_expected + edit_expected
         ),
-        "outcomes": {"reconstruction": reconstruction, "editability": editability},
+        "outcomes": outcomes,
         "rows": {"reconstruction": rec_rows, "editability": edit_rows},
     }

@@ -72,6 +72,9 @@ class Concept:
         draw: the attributes of image ``i`` of the concept.
         count: how many images the concept's dataset has by default.
         balanced: for a bias concept, the attribute whose spread is the point.
+        context: what every training image shares that the concept does not define (its one
+            backdrop, say), as a user's photo set shares a table; edits that ask for another
+            value of it measure the word's context leak. Empty: the images share nothing else.
     """
 
     name: str
@@ -84,6 +87,7 @@ class Concept:
     draw: Callable[[int, np.random.Generator], Attributes] = field(repr=False)
     count: int = 5
     balanced: str | None = None
+    context: dict[str, str] = field(default_factory=dict)
     salt: int = field(default=0, repr=False)
 
     def image_attributes(self, n: int | None = None, seed: int = 0) -> list[Attributes]:
@@ -111,7 +115,10 @@ class Concept:
     def line(self) -> str:
         """``name kind split attr=value,... initializer=word``: one line of ``--list``."""
         attrs = ",".join(f"{k}={v}" for k, v in self.attributes.items()) or "-"
-        return f"{self.name} {self.kind} {self.split} {attrs} initializer={self.initializer}"
+        line = f"{self.name} {self.kind} {self.split} {attrs} initializer={self.initializer}"
+        if self.context:
+            line += " context=" + ",".join(f"{k}={v}" for k, v in self.context.items())
+        return line
 
 
 def _seen(rng: np.random.Generator, **fixed: str) -> Attributes:
