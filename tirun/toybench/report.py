@@ -406,6 +406,21 @@ def report(
     """
     names = names or [f.name for f in folders]
     runs = {n: load_run(f, n) for n, f in zip(names, folders, strict=True)}
+    return write_report(out, runs, ceilings, named)
+
+
+def write_report(
+    out: Path,
+    runs: dict[str, list[Word]],
+    ceilings: dict[str, float] | None = None,
+    named: dict[str, dict[str, float]] | None = None,
+    copy_words: bool = True,
+) -> str:
+    """Write the report of ``runs`` (the first is the reference) into ``out``; returns the
+    summary's Markdown. ``report`` reads the runs from their folders; a script that has the
+    words already (e.g. rebuilt from an earlier report's table) calls this, with
+    ``copy_words=False`` when the word files already sit in that report's words/."""
+    names = list(runs)
     if ceilings is None:
         from tirun.models import PACKAGED_MODELS
 
@@ -424,7 +439,7 @@ def report(
     plot_plane(out / "plane.png", runs, ceilings, named or {})
     # words/ holds this report's runs only: a run an earlier report compared is not left there
     shutil.rmtree(out / "words", ignore_errors=True)
-    for name, words in runs.items():
+    for name, words in runs.items() if copy_words else ():
         for w in words:
             target = out / "words" / name / f"{w.concept}_seed{w.seed}.safetensors"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -432,7 +447,7 @@ def report(
     text = "\n".join(
         ["# ToyBench", "", *summary_lines(runs, names[0], ceilings), "",
          "Files: per_concept.md/.csv (every word), curves.png, tradeoff.png, plane.png (each run's "
-         "mean with its interval), words/ (diffusers format)."]
+         "mean with its interval)" + (", words/ (diffusers format)." if copy_words else ".")]
     ) + "\n"  # fmt: skip
     atomic_write(out / "summary.md", lambda tmp: tmp.write_text(text))
     return text
