@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test-split ToyBench runs behind the README's figures, one job at a time with 2 threads
+# The test-split ToyBench runs behind the figures in docs/toybench.md and docs/recipes.md, one job at a time with 2 threads
 # on an otherwise quiet machine (their seconds are compared with one another). Settings come
 # from the dev split (experiments/fast_dev.sh); nothing here was tuned on test.
 #   bash experiments/toybench_test.sh RUN [RUN ...]
