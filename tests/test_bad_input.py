@@ -162,6 +162,11 @@ def test_no_dataset_at_all(cli):
         ("+recipe=nope", ("recipe=nope is not a choice; use one of fast, paper, xti",)),
         ("optimizer.lr=-1", ("optimizer.lr=-1 is out of range: it must be more than 0",)),
         ("train.mixed_precision=fp8", ("train.mixed_precision=fp8", "no, fp16, bf16")),
+        # the shell took the quotes: Hydra's grammar cannot read a bare < or ~
+        (
+            "word.token=<my-cat>",
+            ("'word.token=<my-cat>' cannot be read", "\"word.token='<my-cat>'\""),
+        ),
     ],
 )
 def test_a_bad_config_value(cli, image_folder, override, names):
@@ -481,3 +486,11 @@ def test_loading_a_text_encoder_draws_no_bar_but_downloads_still_do(capsys):
     err = capsys.readouterr().err
     assert "Loading weights" not in err
     assert "Downloading: 100%" in err
+
+
+def test_an_override_the_grammar_cannot_read_is_one_line_with_flags_too(cli):
+    """`word.token='<my-cat>'` typed without the shell's outer quotes reaches Hydra as a bare `<`
+    (and `~/my-cat` as a bare `~`); with `--cfg job` Hydra printed its traceback."""
+    outcome, run_dir = cli("dataset.path=~/my-cat", "--cfg", "job")
+    assert_one_line(outcome, run_dir, "'dataset.path=~/my-cat' cannot be read as an override",
+                    "\"dataset.path='~/my-cat'\"")  # fmt: skip

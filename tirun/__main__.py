@@ -176,10 +176,21 @@ def composition_error(args: list[str]) -> str | None:
     Hydra reports a bad override or an unknown key in several lines with a traceback hint;
     a single run is composed here first (sweeps and flags are left to Hydra).
     """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, OverrideParseException
+
+    for arg in (a for a in args if "=" in a and not a.startswith("-")):
+        try:
+            OverridesParser.create().parse_overrides([arg])
+        except OverrideParseException:
+            key, _, value = arg.partition("=")
+            return (
+                f"{arg!r} cannot be read as an override: quote a value with characters such as "
+                f"< > ~ or spaces, e.g. \"{key}='{value}'\" (the outer quotes are the shell's)"
+            )
     if any(a.startswith("-") for a in args):
         return None
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
 
     overrides = [a for a in args if not a.startswith("hydra")]
     try:
