@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
-from tests.conftest import ROOT, compose_config, tirun_process
+from tests.conftest import CONF, ROOT, compose_config, tirun_process
 from tirun import choices
 from tirun.__main__ import missing_keys
 
@@ -99,6 +100,47 @@ def test_every_relative_link_opens_a_file_and_its_heading(page):
 def test_every_docs_page_is_linked_from_the_readme():
     linked = {(README.parent / t.partition("#")[0]).resolve() for t in links(README)}
     assert [p.name for p in DOCS if p.resolve() not in linked] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration reference
+
+
+def leaf_keys(node, prefix: str = "") -> list[str]:
+    keys = []
+    for key in node:
+        child = node._get_node(key)
+        name = f"{prefix}{key}"
+        keys += leaf_keys(child, f"{name}.") if OmegaConf.is_dict(child) else [name]
+    return keys
+
+
+def every_choice() -> dict[str, list[str]]:
+    """Each config group the reference covers, with its choices (conf/<group>/*.yaml)."""
+    groups = ("model", "dataset", "template", "optimizer", "tracker", "application")
+    return {g: sorted(p.stem for p in (Path(CONF) / g).glob("*.yaml")) for g in groups}
+
+
+def composed_keys() -> set[str]:
+    """Every key of every config a group choice composes (and of a ToyBench job's)."""
+    configs = [[], ["+toybench=default"]] + [
+        [f"{group}={choice}"] for group, names in every_choice().items() for choice in names
+    ]
+    return {key for overrides in configs for key in leaf_keys(compose_config(*overrides))}
+
+
+def test_the_configuration_reference_names_every_key_and_invents_none():
+    text = re.sub(r"```.*?```", "", (ROOT / "docs" / "configuration.md").read_text(), flags=re.S)
+    named = {w for span in re.findall(r"`([^`\n]+)`", text) for w in re.findall(r"\w+", span)}
+    keys = composed_keys()
+    unnamed = [k for k in keys if k.rsplit(".", 1)[-1] not in named | {"_target_", "_partial_"}]
+    assert sorted(unnamed) == []
+    # the first column of every table: a key some config has, a config group, or a group's choice
+    rows = set(re.findall(r"^\| `([\w/]+)` \|", text, flags=re.M))
+    parts = {part for key in keys for part in key.split(".")}
+    groups = {p.name for p in Path(CONF).iterdir() if p.is_dir()} | {"hydra/launcher"}
+    group_choices = {c for names in every_choice().values() for c in names}
+    assert sorted(rows - parts - groups - group_choices) == []
 
 
 # ---------------------------------------------------------------------------------------------
