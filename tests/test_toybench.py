@@ -485,3 +485,28 @@ def test_the_summary_puts_adherence_and_leak_beside_toybench_s_scores_and_dashes
     assert lines[3].startswith("| old | 1 | 0.500 (0.000–1.000) | 0.250 (0.000–0.750) | – | – |")
     paired = next(line for line in lines if line.startswith("| old | 1 | +0.000"))
     assert paired.endswith("| – | – | 1.00 |")
+
+
+def test_step_zero_scores_the_word_the_run_started_from(tmp_path, monkeypatch):
+    """A ToyBench job started elsewhere (`word.initializer=red` for red_square, whose concept
+    names "square") scores "red" at step 0, the word its curve starts from."""
+    from types import SimpleNamespace
+
+    from tirun.applications import toybench as application
+
+    asked = []
+
+    def fake_score(components, oracle, concept, settings, source, samples, tokenizers, initializer):
+        asked.append((source, initializer))
+        point = {"reconstruction": 0.0, "editability": 0.0, "adherence": 0.0, "leak": None,
+                 "attributes": {}}  # fmt: skip
+        return {**point, "outcomes": {}, "rows": {"reconstruction": [], "editability": []}}
+
+    monkeypatch.setattr(application, "score_word", fake_score)
+    ctx = SimpleNamespace(concept=CONCEPTS["red_square"], oracle=object(), run_dir=tmp_path,
+                          sources=[tmp_path / "w.safetensors"], word=None, components=None,
+                          initializer="red", save_grid=lambda *a: None)  # fmt: skip
+    sampling = {"samples": 1, "steps": 2, "guidance": 3.0, "scheduler": "ddim", "seed": 0,
+                "batch_size": 2}  # fmt: skip
+    application.run(ctx, samples_per_set=2, every=0, sampling=sampling)
+    assert asked == [(None, "red"), (str(tmp_path / "w.safetensors"), "red")]

@@ -49,6 +49,7 @@ def run(ctx: Context, *, samples_per_set: int, every: int, sampling: dict) -> di
             point["file"],
             samples_per_set,
             tokenizers,
+            ctx.initializer,
         )
         rows = scores.pop("rows")
         if point is points[-1]:

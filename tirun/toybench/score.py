@@ -84,6 +84,7 @@ def score_word(
     source=None,
     samples_per_set: int = 64,
     tokenizers=None,
+    initializer: str | None = None,
 ) -> dict:
     """Reconstruction, editability, adherence, context leak (None for a concept without a
     shared context) and per-attribute rates of one word on ``concept``.
@@ -96,12 +97,14 @@ def score_word(
         source: the word's file (any format tirun reads); None scores the initializer word.
         samples_per_set: samples per prompt set, split evenly over its prompts.
         tokenizers: the tokenizers before training added the word, when it was.
+        initializer: the word drawn when ``source`` is None (default: the concept's own; a run
+            that started its word elsewhere, `word.initializer=...`, scores its own start).
     """
     sources = [source] if source is not None else []
     with loading.pipeline_with_words(
         components, sources, settings.scheduler, tokenizers=tokenizers
     ) as (pipe, tokens):
-        word = tokens[0] if tokens else concept.initializer
+        word = tokens[0] if tokens else initializer or concept.initializer
         res = components.resolution
         rec_rows, rec_adds = _sample_set(
             pipe, word, concept.reconstruction, samples_per_set, settings, res
