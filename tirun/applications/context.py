@@ -132,6 +132,7 @@ class Context:
 
     def sample(self, pipe, prompts: Sequence[str], settings: Sampling) -> list[list[Image.Image]]:
         """Rows of samples, one per prompt, on the fixed seeds of ``settings``."""
+        loading.check_prompts_fit(pipe, prompts, f"application={self.name}")
         return sampling.sample(
             pipe,
             list(prompts),
