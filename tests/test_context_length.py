@@ -73,6 +73,12 @@ def test_validation_prompts_are_checked_with_the_templates(tiny_sd1):
         word(tiny_sd1, 12).check_fits([long_prompt], "validation.prompts")
 
 
+def test_a_template_that_fills_the_context_alone_is_refused(tiny_sd1):
+    alone = "a photo of a {} " + "and a dog " * 25  # 4 + 75 words, 81 with start and end
+    with pytest.raises(ValueError, match=r"alone takes 81 of the text encoder's 77 tokens"):
+        word(tiny_sd1, 1).check_fits([alone], "template")
+
+
 def saved(folder, token: str, count: int):
     vectors = torch.randn(count, 32, generator=torch.Generator().manual_seed(count))
     return embeddings.save(LearnedWord(token, [vectors]), folder, "diffusers")[0]

@@ -9,7 +9,7 @@ substitutes the new rows; this needs no `inputs_embeds` and works for both SDXL 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Collection
 
 import torch
 import torch.nn.functional as F
@@ -215,7 +215,7 @@ class Word:
             return self.token
         return " ".join(self.word_tokens[: active or self.num_vectors])
 
-    def check_fits(self, templates: Iterable[str], key: str) -> None:
+    def check_fits(self, templates: Collection[str], key: str) -> None:
         """Refuse a word too long for the text encoder's context in ``templates`` (config
         ``key``): the prompt would be cut and the vectors past the cut would never train."""
         sentences = {t: t.format(self.text()) for t in templates}
@@ -234,8 +234,8 @@ class Word:
             context = tokenizer.model_max_length
             if most < 1:
                 raise ValueError(
-                    f"{key}: {template!r} alone takes {context - most + 1} of the text "
-                    f"encoder's {context} tokens: shorten it"
+                    f"{key}: {template!r} alone takes {context - most} of the text "
+                    f"encoder's {context} tokens, leaving none for the word: shorten it"
                 )
             raise ValueError(
                 f"word.num_vectors={self.num_vectors} does not fit the text encoder's {context} "
