@@ -23,6 +23,19 @@ def job(sweep: Path, num: int, overrides: list[str], metrics: dict) -> Path:
     return folder
 
 
+def links(page: Path) -> list[str]:
+    """Every link's target on ``page``."""
+    hrefs = []
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "a":
+                hrefs.append(dict(attrs)["href"])
+
+    Links().feed(page.read_text())
+    return hrefs
+
+
 def toybench(reconstruction: float, editability: float) -> dict:
     return {
         "final_loss": 0.1,
@@ -92,14 +105,27 @@ def test_each_jobs_grid_links_to_its_png_at_full_size(tmp_path):
     out = tmp_path / "elsewhere"
     report.report(sweep, out=out)
 
-    class Links(HTMLParser):
-        hrefs: list[str] = []
+    hrefs = links(out / "report.html")
+    assert hrefs == [os.path.relpath(grid, out)] * 2  # the thumbnail and the caption
+    assert (out / hrefs[0]).resolve() == grid.resolve()
 
-        def handle_starttag(self, tag, attrs):
-            if tag == "a":
-                self.hrefs.append(dict(attrs)["href"])
 
-    links = Links()
-    links.feed((out / "report.html").read_text())
-    assert links.hrefs == [os.path.relpath(grid, out)] * 2  # the thumbnail and the caption
-    assert (out / links.hrefs[0]).resolve() == grid.resolve()
+def test_labels_of_jobs_that_land_close_together_do_not_overlap(tmp_path):
+    sweep = tmp_path / "sweep"
+    for i, (rec, edit) in enumerate([(0.1818, 0.2), (0.197, 0.2308), (0.197, 0.2308)]):
+        job(sweep, i, [f"optimizer.lr={i}e-3", "word.num_vectors=1"], toybench(rec, edit))
+    keys = ["optimizer.lr", "word.num_vectors"]
+    fig, _ = report.draw(report.find_jobs(sweep), *report.PLANES[0][:2], keys, "close")
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
+    assert len(boxes) == 3
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def test_the_committed_sweep_demo_report_links_grids_that_are_there():
+    demo = Path(__file__).resolve().parents[1] / "experiments" / "results" / "sweep_demo"
+
+    hrefs = links(demo / "report.html")
+    assert len(set(hrefs)) == 4  # one grid per job
+    assert all((demo / href).is_file() for href in hrefs)
+    assert "applications.toybench.final.reconstruction (x)" in (demo / "report.md").read_text()

@@ -251,14 +251,11 @@ def draw(jobs: list[Job], x: str, y: str, keys: list[str], title: str):
     points = [(j, j.value(x), j.value(y)) for j in jobs if j.status == "finished"]
     points = [(j, a, b) for j, a, b in points if a is not None and b is not None]
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
-    placed: dict[tuple[float, float], int] = {}
-    for job, a, b in points:
+    labels = []
+    for job, a, b in sorted(points, key=lambda p: -p[2]):  # top first: `_apart` moves down
         ax.scatter(a, b, color="tab:blue")
-        # jobs on the same spot get their labels one under the other, not over each other
-        below = placed.get((round(a, 4), round(b, 4)), 0)
-        placed[(round(a, 4), round(b, 4))] = below + 1
-        ax.annotate(override_text(job, keys), (a, b), textcoords="offset points",
-                    xytext=(5, 4 - 9 * below), fontsize=7)  # fmt: skip
+        labels.append(ax.annotate(override_text(job, keys), (a, b), textcoords="offset points",
+                                  xytext=(5, 4), fontsize=7))  # fmt: skip
     plane = next((p for p in PLANES if p[:2] == (x, y)), None)
     if plane:
         start = [(j.value(plane[2]), j.value(plane[3])) for j, _, _ in points]
@@ -286,7 +283,23 @@ def draw(jobs: list[Job], x: str, y: str, keys: list[str], title: str):
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    _apart(fig, labels)
     return fig, len(points)
+
+
+def _apart(fig, labels: list) -> None:
+    """Move each label down, a line at a time, until it clears the ones placed before it:
+    jobs that land close together keep readable labels."""
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for label in labels:
+        for _ in range(len(labels)):
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            x, y = label.xyann
+            label.xyann = (x, y - 9)
+        placed.append(label.get_window_extent(renderer))
 
 
 def job_picture(job: Job) -> Path | None:
@@ -300,10 +313,23 @@ def job_picture(job: Job) -> Path | None:
     return previews[-1] if previews else None
 
 
-def _inline(png: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+def _inline(png: Path, width: int | None = None) -> str:
+    """``png`` as a data URL; wider than ``width``, a thumbnail that wide (a JPEG: a grid of
+    samples scaled down compresses badly as a PNG)."""
+    picture = None
+    if width:
+        from PIL import Image
+
+        picture = Image.open(png)
+    if picture is None or picture.width <= width:
+        return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+    height = round(picture.height * width / picture.width)
+    buffer = io.BytesIO()
+    picture.convert("RGB").resize((width, height), Image.LANCZOS).save(buffer, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+THUMBNAIL = 900  # pixels: the widest a grid is shown in the table (`img.grid`)
 _SORT_SCRIPT = """
 document.querySelectorAll("th").forEach((th, column) => th.addEventListener("click", () => {
   const body = th.closest("table").tBodies[0];
@@ -327,7 +353,7 @@ th { background: #eee; cursor: pointer; user-select: none; }
 th[data-order="up"]::after { content: " \\25B2"; } th[data-order="down"]::after { content: " \\25BC"; }
 td.failed { color: #b00; }
 img { max-width: 100%; height: auto; }
-img.grid { width: 100%; max-width: 900px; image-rendering: pixelated; }
+img.grid { width: 100%; min-width: 480px; max-width: 900px; }
 a.full { font-size: 12px; }
 """
 
@@ -338,7 +364,11 @@ def write_html(
 ) -> None:  # fmt: skip
     """report.html: the sortable table with each job's grid, the notes and the figures (a
     heading and a PNG each; missing ones are left out)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["job", *keys, *metrics, "samples"])
+    # long dotted names may wrap at their dots, leaving the width to the grids
+    head = "".join(
+        f"<th>{html.escape(h).replace('.', '.<wbr>')}</th>"
+        for h in ["job", *keys, *metrics, "samples"]
+    )
     rows = []
     for job in jobs:
         cells = [f"<td>{html.escape(job.name)}</td>"]
@@ -354,7 +384,7 @@ def write_html(
             link = html.escape(Path(os.path.relpath(picture, path.parent)).as_posix())
             cells.append(
                 f'<td><a href="{link}"><img class="grid" alt="samples of job '
-                f'{html.escape(job.name)}" src="{_inline(picture)}"></a><br>'
+                f'{html.escape(job.name)}" src="{_inline(picture, THUMBNAIL)}"></a><br>'
                 f'<a class="full" href="{link}">{link} (full size)</a></td>'
             )
         else:
@@ -429,7 +459,10 @@ def report(
     text = markdown(jobs, keys, metric_columns, lines)
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(f"# Sweep {sweep}\n\n{text}"))
     figures = [("Reconstruction vs editability", out / "tradeoff.png")]
-    if any("applications.toybench.concept" in job.metrics for job in jobs):
+    # A ToyBench run (one recipe over concepts and seeds) also gets its own figures, which
+    # average over the jobs: over jobs of different settings that mean would say nothing.
+    bench_run = set(keys) <= {"dataset.concept", "train.seed"}
+    if bench_run and any("applications.toybench.concept" in job.metrics for job in jobs):
         figures += toybench_figures(sweep, out)
     write_html(
         out / "report.html", f"Sweep {sweep}", jobs, keys, metric_columns, lines, figures
