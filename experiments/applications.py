@@ -28,10 +28,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results" / "applications.md"
@@ -61,17 +57,9 @@ def saved_word(folder: Path) -> Path:
     return Path(json.loads(metrics.read_text())["files"][0]) if metrics.is_file() else folder
 
 
-def project_config(*overrides: str) -> DictConfig:
-    """The project's config composed with ``overrides``, as `python -m tirun` would, outside a
-    Hydra run."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def named_object(preset: str) -> str:
     """The preset's object concept in its attributes' names ("purple star"), as a plain word."""
+    from tirun.applications import project_config
     from tirun.toybench.ceiling import object_name
     from tirun.toyworld.concepts import CONCEPTS
 
@@ -171,6 +159,7 @@ def from_names(results: dict[str, tuple[dict, str, str]], out: Path) -> dict[str
     from omegaconf import OmegaConf
 
     from tirun import sampling
+    from tirun.applications import project_config
     from tirun.metrics import oracle as oracle_metrics
     from tirun.toybench.ceiling import named_sentence
 

@@ -75,8 +75,7 @@ def apply(
 
 @pytest.mark.parametrize("app", APPLICATIONS)
 def test_every_application_config_names_a_function_and_only_its_arguments(app):
-    params = dict(compose_config(f"application={app}").application)
-    name, _ = params.pop("name"), params.pop("score")
+    name, _, _, params = applications._parts(compose_config(f"application={app}"))
     applications._check_keys(name, params)
     assert get_method(params["_target_"]).__module__ == f"tirun.applications.{app}"
 

@@ -70,6 +70,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         from tirun.train import train
 
     applying = cfg.get("application") is not None
+    if applying:  # before any training: what the application needs, and the words it learns
+        from tirun.applications import prepare
+
+        prepare(cfg, run_dir)
     metrics, objects = (
         train(cfg, run_dir, keep_tracking=applying) if not cfg.embeddings else ({}, {})
     )

@@ -19,6 +19,7 @@ from typing import Any
 from tirun import xti
 from tirun.embeddings import LearnedWord, Source, load
 from tirun.models import Components
+from tirun.templates import vectors_that_fit
 
 
 @contextmanager
@@ -140,6 +141,29 @@ def load_into_pipeline(
             text_encoder=encoder,
         )
     return [w.token for w in words]
+
+
+def check_prompts_fit(pipe: Any, prompts: Sequence[str], where: str) -> None:
+    """Refuse prompts whose loaded words do not fit the text encoder's context beside the rest
+    of the prompt: the pipeline would cut the prompt and the words' last vectors would be lost.
+
+    Args:
+        pipe: a pipeline with the words loaded (`pipeline_with_words`).
+        prompts: the prompts as given to the pipeline (a word by its bare token).
+        where: what the prompts are, for the message (e.g. ``application=composition``).
+    """
+    for _, tokenizer, _ in _encoders(pipe):
+        for prompt in prompts:
+            # as the pipeline reads it: "<w>" -> "<w> <w>_1 ..." (an XTI word stays one token)
+            held, most = vectors_that_fit(tokenizer, pipe.maybe_convert_prompt(prompt, tokenizer))
+            if held > most:
+                context = tokenizer.model_max_length
+                raise ValueError(
+                    f"embeddings: the words in {where}'s prompt {prompt!r} have {held} vectors "
+                    f"and the text encoder's {context} tokens leave room for {most} beside the "
+                    f"rest of the prompt; use words of at most {most} vectors in all, or "
+                    "shorter prompts"
+                )
 
 
 def _encoders(pipe: Any) -> list[tuple[str, Any, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,9 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+from huggingface_hub import is_offline_mode, snapshot_download
+from huggingface_hub.constants import HF_HUB_CACHE
+from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
@@ -36,6 +40,7 @@ from tirun.choices import CHOICES, SCHEDULERS
 ASSETS = Path(__file__).parent / "assets"
 TOKENIZER_DIR = ASSETS / "tokenizer"
 PACKAGED_MODELS = {"toy": ASSETS / "toy" / "model"}
+log = logging.getLogger(__name__)
 ATTENTION = CHOICES["train.attention"]
 
 
@@ -316,13 +321,16 @@ def load_pretrained(
         variant: weight variant such as `fp16`.
     """
     source = str(PACKAGED_MODELS.get(path, Path(path).expanduser()))
-    if not Path(source).exists():
+    hub_id = not Path(source).exists()
+    if hub_id:
         if path.startswith(("/", ".", "~")) or path.count("/") > 1:  # a path, not a hub id
             raise ValueError(
                 f"model.path={path!r} is not a folder: point it at a local diffusers folder "
                 "with tokenizer/ text_encoder/ vae/ unet/ scheduler/"
             )
         source = path
+        if is_offline_mode():  # the cache's folder, so no loader asks the Hub again
+            source, revision = str(cached_snapshot(path, revision)), None
     kwargs = {"revision": revision}
     try:
         sdxl = _has_subfolder(source, "text_encoder_2", revision)
@@ -352,6 +360,9 @@ def load_pretrained(
             "with no hub access download it once elsewhere into the HF cache, or point "
             "model.path=/a/local/folder with tokenizer/ text_encoder/ vae/ unet/ scheduler/"
         ) from None
+    if hub_id:  # which files these are, in one line (online the loaders cached them)
+        folder = source if source != path else cached_snapshot(path, revision)
+        log.info("model %s: loaded the cached snapshot %s", path, folder)
     return Components(
         tokenizers=tokenizers,
         text_encoders=encoders,
@@ -361,6 +372,28 @@ def load_pretrained(
         resolution=resolution,
         name=path,
     )
+
+
+def cached_snapshot(repo_id: str, revision: str | None = None) -> Path:
+    """The folder of ``repo_id`` at ``revision`` (default: main) in the local Hugging Face cache
+    (``models--ORG--NAME/snapshots/<commit>``), found without asking the Hub.
+
+    Given this folder, diffusers and transformers read files and never resolve the id again:
+    offline, every resolution would warn "Could not reach the Hub" (four a run).
+    """
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except (OSError, ValueError) as error:  # not cached (LocalEntryNotFoundError), a bad id
+        why = (
+            f"it is not in the Hugging Face cache {HF_HUB_CACHE}"
+            if isinstance(error, LocalEntryNotFoundError)
+            else str(error).splitlines()[0][:160]
+        )
+        raise ValueError(
+            f"model.path={repo_id!r} could not be loaded ({why}); with no hub access download "
+            "it once elsewhere into the HF cache, or point model.path=/a/local/folder with "
+            "tokenizer/ text_encoder/ vae/ unet/ scheduler/"
+        ) from None
 
 
 def _has_subfolder(source: str, subfolder: str, revision: str | None) -> bool:

@@ -3,9 +3,10 @@
 Every job folder of a Hydra multirun holds `.hydra/overrides.yaml` and, once it ran, a
 `metrics.json` (`status: failed` and the error when it did not finish). The report gathers
 them into `report.csv` and `report.md`, draws the paper's reconstruction-vs-editability figure
-as `tradeoff.png`, and writes `report.html`: one self-contained page (pictures inlined, opens
-offline) with a sortable table of every job's settings and scores, each job's sample grid
-beside it, and the plot. A failed or killed job is listed as failed, the others still count.
+as `tradeoff.png`, and writes `report.html`: one page (pictures inlined, opens offline) with a
+sortable table of every job's settings and scores, each job's sample grid beside it (a link to
+the PNG at full size), and the plot. A failed or killed job is listed as failed, the others
+still count.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import html
 import io
 import json
 import math
+import os
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +28,18 @@ from omegaconf import OmegaConf
 
 from tirun.files import atomic_write, flatten
 
-# Toy-world defaults: how well variations keep the concept (reconstruction) against how well
-# the concept survives new prompts (editability).
-DEFAULT_X = "applications.variation.concept_match"
-DEFAULT_Y = "applications.synthesis.concept_match"
+# The reconstruction-vs-editability planes, the first one some job has: ToyBench's scores of the
+# final word (`application=toybench` jobs, the demo sweep's), then the toy applications' oracle
+# matches (variation's against synthesis'). Each with the initializer word's place (its scores
+# in the same jobs), and in [0, 1]: shares of samples the oracle reads right.
+PLANES = (
+    ("applications.toybench.final.reconstruction", "applications.toybench.final.editability",
+     "applications.toybench.initializer.reconstruction",
+     "applications.toybench.initializer.editability"),
+    ("applications.variation.concept_match", "applications.synthesis.concept_match",
+     "applications.variation.baseline_concept_match",
+     "applications.synthesis.baseline_concept_match"),
+)  # fmt: skip
 # Without application scores: a closer fit (lower loss) against staying near the initializer.
 FALLBACK_X = "final_loss"
 FALLBACK_Y = "word.word/cosine_to_init"
@@ -142,12 +153,22 @@ def override_text(job: Job, keys: list[str]) -> str:
     return " ".join(f"{k.split('.')[-1]}={short(job.overrides.get(k, ''))}" for k in keys)
 
 
-def choose_axes(jobs: list[Job], x: str, y: str) -> tuple[str, str, str]:
-    """The plot's metrics: the asked ones when some job has both, else the loss-based proxy."""
-    if any(j.value(x) is not None and j.value(y) is not None for j in jobs):
-        return x, y, ""
+def choose_axes(
+    jobs: list[Job], x: str | None = None, y: str | None = None
+) -> tuple[str, str, str]:
+    """The plot's metrics: the asked ones, or the first of `PLANES` some job has both of; else
+    the loss-based proxy, with a note that says so."""
+
+    def present(a: str, b: str) -> bool:
+        return any(j.value(a) is not None and j.value(b) is not None for j in jobs)
+
+    asked = [(x, y)] if x and y else [plane[:2] for plane in PLANES]
+    found = next(((a, b) for a, b in asked if present(a, b)), None)
+    if found:
+        return *found, ""
+    wanted = " or ".join(f"{a} and {b}" for a, b in asked)
     note = (
-        f"no job has both {x} and {y}: the plot falls back to {FALLBACK_X} (reconstruction "
+        f"no job has both {wanted}: the plot falls back to {FALLBACK_X} (reconstruction "
         f"proxy, lower = closer fit) vs {FALLBACK_Y} (editability proxy)"
     )
     return FALLBACK_X, FALLBACK_Y, note
@@ -209,38 +230,82 @@ def write_csv(path: Path, jobs: list[Job], keys: list[str]) -> None:
 
 
 def plot(path: Path, jobs: list[Job], x: str, y: str, keys: list[str], title: str) -> int:
-    """Scatter the finished jobs on (x, y), each labelled with its swept values; returns the count."""
+    """Write `draw`'s figure to ``path``; returns the count of jobs drawn."""
+    import matplotlib.pyplot as plt
+
+    fig, drawn = draw(jobs, x, y, keys, title)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return drawn
+
+
+def draw(jobs: list[Job], x: str, y: str, keys: list[str], title: str):
+    """The finished jobs on (x, y), each labelled with its swept values (and, on a plane of
+    `PLANES`, the initializer word's place): (the figure, the count of jobs drawn)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     points = [(j, j.value(x), j.value(y)) for j in jobs if j.status == "finished"]
     points = [(j, a, b) for j, a, b in points if a is not None and b is not None]
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
-    for job, a, b in points:
+    labels = []
+    for job, a, b in sorted(points, key=lambda p: -p[2]):  # top first: `_apart` moves down
         ax.scatter(a, b, color="tab:blue")
-        ax.annotate(
-            override_text(job, keys), (a, b), textcoords="offset points", xytext=(4, 4), fontsize=7
-        )
-    ax.set_xlabel(f"reconstruction: {x}")
+        labels.append(ax.annotate(override_text(job, keys), (a, b), textcoords="offset points",
+                                  xytext=(5, 4), fontsize=7))  # fmt: skip
+    plane = next((p for p in PLANES if p[:2] == (x, y)), None)
+    if plane:
+        start = [(j.value(plane[2]), j.value(plane[3])) for j, _, _ in points]
+        start = [(a, b) for a, b in start if a is not None and b is not None]
+        if start:
+            ax.scatter([statistics.fmean(a for a, _ in start)],
+                       [statistics.fmean(b for _, b in start)], marker="x", color="black",
+                       label="the initializer word")  # fmt: skip
+            ax.legend(fontsize=7, loc="best")
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+    else:
+        ax.margins(0.2)
+    ax.set_xlabel(f"reconstruction: {x}", fontsize=8)
     if "loss" in x:  # lower loss = closer fit: right stays "better reconstruction"
         ax.invert_xaxis()
-        ax.set_xlabel(f"reconstruction: {x} (lower, to the right)")
-    ax.set_ylabel(f"editability: {y}")
-    ax.margins(0.2)
+        ax.set_xlabel(f"reconstruction: {x} (lower, to the right)", fontsize=8)
+    ax.set_ylabel(f"editability: {y}", fontsize=8)
+    # few, plain ticks: a loss that varies in its fourth digit would print long labels that
+    # run into each other
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+    ax.ticklabel_format(useOffset=False, style="plain")
+    ax.tick_params(labelsize=8)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return len(points)
+    _apart(fig, labels)
+    return fig, len(points)
+
+
+def _apart(fig, labels: list) -> None:
+    """Move each label down, a line at a time, until it clears the ones placed before it:
+    jobs that land close together keep readable labels."""
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for label in labels:
+        for _ in range(len(labels)):
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            x, y = label.xyann
+            label.xyann = (x, y - 9)
+        placed.append(label.get_window_extent(renderer))
 
 
 def job_picture(job: Job) -> Path | None:
-    """The job's picture for the page: its application's comparison (or word) grid, else its
-    last validation grid."""
-    for pattern in ("samples/*/comparison.png", "samples/*/word.png"):
+    """The job's picture for the page: its application's comparison (or word, or ToyBench's
+    final) grid, else its last validation grid."""
+    for pattern in ("samples/*/comparison.png", "samples/*/word.png", "samples/*/final.png"):
         found = sorted(p for p in job.folder.glob(pattern) if p.parent.name != "validation")
         if found:
             return found[0]
@@ -248,10 +313,23 @@ def job_picture(job: Job) -> Path | None:
     return previews[-1] if previews else None
 
 
-def _inline(png: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+def _inline(png: Path, width: int | None = None) -> str:
+    """``png`` as a data URL; wider than ``width``, a thumbnail that wide (a JPEG: a grid of
+    samples scaled down compresses badly as a PNG)."""
+    picture = None
+    if width:
+        from PIL import Image
+
+        picture = Image.open(png)
+    if picture is None or picture.width <= width:
+        return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+    height = round(picture.height * width / picture.width)
+    buffer = io.BytesIO()
+    picture.convert("RGB").resize((width, height), Image.LANCZOS).save(buffer, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+THUMBNAIL = 900  # pixels: the widest a grid is shown in the table (`img.grid`)
 _SORT_SCRIPT = """
 document.querySelectorAll("th").forEach((th, column) => th.addEventListener("click", () => {
   const body = th.closest("table").tBodies[0];
@@ -275,7 +353,8 @@ th { background: #eee; cursor: pointer; user-select: none; }
 th[data-order="up"]::after { content: " \\25B2"; } th[data-order="down"]::after { content: " \\25BC"; }
 td.failed { color: #b00; }
 img { max-width: 100%; height: auto; }
-img.grid { width: 100%; max-width: 900px; image-rendering: pixelated; }
+img.grid { width: 100%; min-width: 480px; max-width: 900px; }
+a.full { font-size: 12px; }
 """
 
 
@@ -285,7 +364,11 @@ def write_html(
 ) -> None:  # fmt: skip
     """report.html: the sortable table with each job's grid, the notes and the figures (a
     heading and a PNG each; missing ones are left out)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["job", *keys, *metrics, "samples"])
+    # long dotted names may wrap at their dots, leaving the width to the grids
+    head = "".join(
+        f"<th>{html.escape(h).replace('.', '.<wbr>')}</th>"
+        for h in ["job", *keys, *metrics, "samples"]
+    )
     rows = []
     for job in jobs:
         cells = [f"<td>{html.escape(job.name)}</td>"]
@@ -297,12 +380,15 @@ def write_html(
             css = ' class="failed"' if m == "status" and value != "finished" else ""
             cells.append(f"<td{attr}{css}>{html.escape(cell(value))}</td>")
         picture = job_picture(job)
-        cells.append(
-            f'<td><img class="grid" alt="samples of job {html.escape(job.name)}" '
-            f'src="{_inline(picture)}"></td>'
-            if picture
-            else "<td>no samples</td>"
-        )
+        if picture:  # a thumbnail in the page; the PNG itself, at full size, a click away
+            link = html.escape(Path(os.path.relpath(picture, path.parent)).as_posix())
+            cells.append(
+                f'<td><a href="{link}"><img class="grid" alt="samples of job '
+                f'{html.escape(job.name)}" src="{_inline(picture, THUMBNAIL)}"></a><br>'
+                f'<a class="full" href="{link}">{link} (full size)</a></td>'
+            )
+        else:
+            cells.append("<td>no samples</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     notes = "".join(f"<li>{html.escape(line)}</li>" for line in lines if line)
     plot_tag = "".join(
@@ -336,8 +422,8 @@ def toybench_figures(sweep: Path, out: Path) -> list[tuple[str, Path]]:
 
 def report(
     sweep: Path,
-    x: str = DEFAULT_X,
-    y: str = DEFAULT_Y,
+    x: str | None = None,
+    y: str | None = None,
     best: str | None = None,
     direction: str | None = None,
     out: Path | None = None,
@@ -346,7 +432,7 @@ def report(
 
     Args:
         sweep: a multirun folder (`hydra.sweep.dir`).
-        x: reconstruction metric (dotted name in the jobs' metrics).
+        x: reconstruction metric (dotted name in the jobs' metrics); default: `PLANES`.
         y: editability metric.
         best: metric that names the best job (default: the jobs' `optimized_metric`).
         direction: `maximize` or `minimize` for `best` (default: the sweeper's, else by name).
@@ -373,7 +459,10 @@ def report(
     text = markdown(jobs, keys, metric_columns, lines)
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(f"# Sweep {sweep}\n\n{text}"))
     figures = [("Reconstruction vs editability", out / "tradeoff.png")]
-    if any("applications.toybench.concept" in job.metrics for job in jobs):
+    # A ToyBench run (one recipe over concepts and seeds) also gets its own figures, which
+    # average over the jobs: over jobs of different settings that mean would say nothing.
+    bench_run = set(keys) <= {"dataset.concept", "train.seed"}
+    if bench_run and any("applications.toybench.concept" in job.metrics for job in jobs):
         figures += toybench_figures(sweep, out)
     write_html(
         out / "report.html", f"Sweep {sweep}", jobs, keys, metric_columns, lines, figures
@@ -386,10 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tirun.report", description=__doc__.splitlines()[0]
     )
     parser.add_argument("sweep", type=Path, help="the multirun folder (hydra.sweep.dir)")
-    parser.add_argument(
-        "--x", default=DEFAULT_X, help=f"reconstruction metric (default {DEFAULT_X})"
-    )
-    parser.add_argument("--y", default=DEFAULT_Y, help=f"editability metric (default {DEFAULT_Y})")
+    default = " or ".join(plane[0] for plane in PLANES)
+    parser.add_argument("--x", default=None, help=f"reconstruction metric (default {default})")
+    parser.add_argument("--y", default=None, help="editability metric (with --x)")
     parser.add_argument(
         "--best", default=None, help="metric naming the best job (default: optimized_metric)"
     )

@@ -11,6 +11,7 @@ alone: a style word then does not take on its images' subjects).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -127,6 +128,24 @@ def _read(file: Path) -> list[str]:
             + (f"; this one does not: {bad[0]!r}" if bad else "; the file has no templates")
         )
     return templates
+
+
+def vectors_that_fit(
+    tokenizer, sentence: str, word_ids: Collection[int] | None = None
+) -> tuple[int, int]:
+    """(how many of ``sentence``'s tokens are word vectors, the most that would fit).
+
+    The text encoder reads ``tokenizer.model_max_length`` tokens (77 for CLIP), its start and
+    end tokens included, and the tokenizer cuts the rest: vectors past the cut are never read,
+    so they never train. ``sentence`` is as the tokenizer reads it (a word's vectors spelled
+    out); ``word_ids`` are the vectors' ids, by default every added token that is not a
+    special one (the words loaded into a pipeline).
+    """
+    if word_ids is None:
+        word_ids = {i for i, t in tokenizer.added_tokens_decoder.items() if not t.special}
+    ids = tokenizer(sentence, verbose=False).input_ids  # uncut: verbose=False, no warning
+    held = sum(i in word_ids for i in ids)
+    return held, tokenizer.model_max_length - (len(ids) - held)
 
 
 def with_image_token(template: str) -> str:

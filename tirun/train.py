@@ -72,6 +72,10 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
     images = instantiate(cfg.dataset.images)
     word = Word(components, wc.token, wc.initializer, wc.num_vectors,
                 len(images) if wc.image_tokens else 0, wc.init, wc.init_file, len(layers))  # fmt: skip
+    templates = per_image(instantiate(cfg.template), len(images))
+    word.check_fits(dict.fromkeys(t for image in templates for t in image), "template")
+    if cfg.validation.every:
+        word.check_fits(cfg.validation.prompts, "validation.prompts")
 
     # 3. Views of the images, encoded once; the batch's draws (views; noise, timesteps and
     #    each image's sentence from one generator).
@@ -82,7 +86,6 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
     global_batch = tc.batch_size * accelerator.num_processes
     sampler = ViewSampler(views, global_batch, dc.repeats, seed=tc.seed)
     rng = torch.Generator().manual_seed(tc.seed + 1)
-    templates = per_image(instantiate(cfg.template), len(images))
     prompts = PromptSampler(
         templates, components.tokenizers, rng, word.image_tokens, wc.image_token_p
     )

@@ -9,6 +9,7 @@ substitutes the new rows; this needs no `inputs_embeds` and works for both SDXL 
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from tirun import embeddings
 from tirun.choices import CHOICES
 from tirun.embeddings import LearnedWord
 from tirun.models import Components
+from tirun.templates import vectors_that_fit, with_image_token
 from tirun.xti import layer_tokens, per_layer_prompts
 
 
@@ -212,6 +214,35 @@ class Word:
         if self.per_layer:
             return self.token
         return " ".join(self.word_tokens[: active or self.num_vectors])
+
+    def check_fits(self, templates: Collection[str], key: str) -> None:
+        """Refuse a word too long for the text encoder's context in ``templates`` (config
+        ``key``): the prompt would be cut and the vectors past the cut would never train."""
+        sentences = {t: t.format(self.text()) for t in templates}
+        if self.image_tokens:  # the per-image form carries one more token
+            sentences |= {
+                with_image_token(t): with_image_token(t).format(self.text(), self.image_tokens[0])
+                for t in templates
+            }
+        for tokenizer in self.components.tokenizers:
+            ids = set(tokenizer.convert_tokens_to_ids(self.word_tokens))
+            fits = {t: vectors_that_fit(tokenizer, s, ids) for t, s in sentences.items()}
+            template = min(fits, key=lambda t: fits[t][1])
+            held, most = fits[template]
+            if held <= most:
+                continue
+            context = tokenizer.model_max_length
+            if most < 1:
+                raise ValueError(
+                    f"{key}: {template!r} alone takes {context - most} of the text "
+                    f"encoder's {context} tokens, leaving none for the word: shorten it"
+                )
+            raise ValueError(
+                f"word.num_vectors={self.num_vectors} does not fit the text encoder's {context} "
+                f"tokens: {key} {template!r} leaves room for {most} (it takes "
+                f"{context - most} with the start and end tokens); use word.num_vectors={most} "
+                "or fewer"
+            )
 
     def layer_prompts(self, prompts: list[str]) -> list[str]:
         """The sentences as the text encoders read them: as they are, or for a per-layer word

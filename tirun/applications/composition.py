@@ -1,7 +1,8 @@
 """Composition: two learned words in one sentence ("S1 in the style of S2").
 
 The words are loaded together into one pipeline; clashing token names are refused (rename them
-with `application.tokens`). A right sample shows both concepts at once.
+with `application.tokens`). A right sample shows both concepts at once. The words are
+`embeddings=[a, b]`, or learned first by the presets `application.learn` names (`prepare`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from tirun.applications.context import Context, Sampling, check_templates, with_baseline
 from tirun.metrics.clip import without_words
 from tirun.toyworld.concepts import CONCEPTS
+
+WORDS = 2  # `applications.prepare` refuses a run that would get another count, before training
 
 
 def run(
@@ -23,7 +26,8 @@ def run(
     """Samples of each sentence with the learned words and with their initializer words.
 
     Args:
-        ctx: the application's context; its words are `embeddings=[a, b]` (in the holes' order).
+        ctx: the application's context; its words are `embeddings=[a, b]` (in the holes'
+            order), given or learned.
         prompts: sentences with "{0}" and "{1}" for the two words.
         tokens: token names to load the words under (null keeps the files' names).
         initializers: the baseline words, one per learned word.
@@ -32,9 +36,10 @@ def run(
         sampling: `application.sampling`.
     """
     settings = Sampling(**sampling)
-    if len(ctx.sources) != 2:
+    if len(ctx.sources) != WORDS:
         raise ValueError(
-            f"composition needs two learned words, got {len(ctx.sources)}: give embeddings=[word_a,word_b]"
+            f"composition needs two learned words, got {len(ctx.sources)}: give "
+            "embeddings=[word_a,word_b]"
         )
     check_templates(prompts, "prompts", holes=2)
     if len(initializers) != 2 or (concepts is not None and len(concepts) != 2):

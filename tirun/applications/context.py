@@ -59,6 +59,22 @@ def toy_concept(cfg: DictConfig) -> Concept | None:
     return CONCEPTS[name]
 
 
+def word_file(metrics: dict, where: str) -> Path:
+    """The word a training run just saved (its ``metrics``), never a file an earlier run left in
+    the same folder; of its formats, the one diffusers reads (an XTI word has one file)."""
+    if metrics.get("status", "finished") != "finished":
+        raise ValueError(
+            f"training ended with status {metrics['status']!r} and saved no word: nothing to apply"
+        )
+    files = [Path(f) for f in metrics.get("files", [])]
+    if files:
+        readable = [f for f in files if f.name in (embeddings.DIFFUSERS_NAME, xti.FILE_NAME)]
+        return (readable or files)[0]
+    raise ValueError(
+        f"{where} holds no learned word to apply: train one or give embeddings=[path,...]"
+    )
+
+
 class Context:
     """One application run's surroundings.
 
@@ -88,19 +104,7 @@ class Context:
     def _sources(self, metrics: dict) -> list:
         if self.cfg.embeddings:
             return list(self.cfg.embeddings)
-        if metrics.get("status", "finished") != "finished":
-            raise ValueError(
-                f"training ended with status {metrics['status']!r} and saved no word: nothing to apply"
-            )
-        # The word training just saved, never a file an earlier run left in the same folder;
-        # of its formats, the one diffusers reads (an XTI word has one file).
-        files = [Path(f) for f in metrics.get("files", [])]
-        if files:
-            readable = [f for f in files if f.name in (embeddings.DIFFUSERS_NAME, xti.FILE_NAME)]
-            return [(readable or files)[0]]
-        raise ValueError(
-            f"{self.run_dir} holds no learned word to apply: train one or give embeddings=[path,...]"
-        )
+        return [word_file(metrics, str(self.run_dir))]
 
     @cached_property
     def components(self) -> Components:
@@ -132,6 +136,7 @@ class Context:
 
     def sample(self, pipe, prompts: Sequence[str], settings: Sampling) -> list[list[Image.Image]]:
         """Rows of samples, one per prompt, on the fixed seeds of ``settings``."""
+        loading.check_prompts_fit(pipe, prompts, f"application={self.name}")
         return sampling.sample(
             pipe,
             list(prompts),
