@@ -243,8 +243,12 @@ def cli() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from tirun import cluster
+
     hc = HydraConfig.get()
+    cluster.settle(hc.launcher)
     run_dir = agreed_run_dir(Path(hc.runtime.output_dir), cpu=cfg.train.cpu)
+    cfg.resume = cluster.requeued_resume(cfg.resume, run_dir)
     try:
         metrics = run(cfg, run_dir)
         return metric_value(metrics, cfg.optimized_metric)
