@@ -73,6 +73,21 @@ def requeued_resume(resume: str | None, run_dir: Path) -> str | None:
     return "latest"
 
 
+def stopped_at_time_limit(error: BaseException, run_dir: Path) -> BaseException:
+    """What to record for a job submitit stopped at SLURM's USR2 before its time limit (no
+    requeue left, `max_num_timeout`): that its checkpoints are kept, and how to go on."""
+    if type(error).__name__ != "UncompletedJobError":
+        return error
+    return RuntimeError(
+        f"stopped before SLURM's time limit ({first_line(error)}); its checkpoints are kept: "
+        f"resume=latest hydra.run.dir={run_dir} continues it"
+    )
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
 def settle(launcher: DictConfig | None) -> None:
     """Fit the process to its place: join the job's other tasks, take its CPU share."""
     if join_slurm_tasks():

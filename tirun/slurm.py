@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import shutil
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,15 +40,34 @@ def sbatch_refusal(stderr: str, params: dict) -> str:
     reason = next((line for line in reversed(lines) if line), "no reason given")
     hint = "check hydra.launcher's fields (`python -m tirun hydra/launcher=slurm --cfg hydra`)"
     if "partition" in reason.lower():
-        hint = f"hydra.launcher.partition={params.get('partition')} is not one of `sinfo`'s partitions"
-    elif "node configuration" in reason.lower() or "memory" in reason.lower():
-        asked = ", ".join(
-            f"{key}={params[key]}"
-            for key in ("nodes", "tasks_per_node", "cpus_per_task", "gpus_per_node", "mem_gb")
-            if params.get(key) is not None
+        hint = (
+            f"hydra.launcher.partition={params.get('partition')} is not one of `sinfo`'s partitions"
         )
-        hint = f"no node has what one job asks for ({asked}); `sinfo -N -l` lists the nodes"
+    elif "node configuration" in reason.lower() or "memory" in reason.lower():
+        hint = request_hint(params)
     return f"sbatch refused the sweep's jobs: {reason}; {hint}"
+
+
+def request_hint(params: dict) -> str:
+    asked = ", ".join(
+        f"{key}={params[key]}"
+        for key in ("nodes", "tasks_per_node", "cpus_per_task", "gpus_per_node", "mem_gb")
+        if params.get(key) is not None
+    )
+    return f"no node has what one job asks for ({asked}); `sinfo -N -l` lists the nodes"
+
+
+# squeue's reasons for a pending job no node of its partition can ever run
+NEVER = {"PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints"}
+
+
+def never_runs(job_id: str) -> str | None:
+    """The reason SLURM gave for holding the job (array) for good, right after submission
+    (a cluster that does not refuse such jobs, `EnforcePartLimits=NO`, queues them forever)."""
+    listed = subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%r"], capture_output=True, text=True, check=False
+    )
+    return next((r for r in listed.stdout.split() if r in NEVER), None)
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
@@ -92,7 +112,15 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             with contextlib.redirect_stderr(printed):
                 jobs = executor.map_array(self, *zip(*calls, strict=True))
         except submitit.core.utils.FailedJobError as error:
-            raise SubmissionError(sbatch_refusal(str(error) or printed.getvalue(), self.params))
+            refusal = sbatch_refusal(str(error) or printed.getvalue(), self.params)
+            raise SubmissionError(refusal) from None
+        never = never_runs(jobs[0].job_id.split("_")[0])
+        if never:
+            subprocess.run(["scancel", jobs[0].job_id.split("_")[0]], check=False)
+            raise SubmissionError(
+                f"SLURM holds the sweep's jobs for good ({never}) and they are cancelled; "
+                + request_hint(self.params)
+            )
         return [
             self.result(job, num, overrides)
             for job, num, overrides in zip(jobs, nums, job_overrides, strict=True)
