@@ -44,12 +44,14 @@ def use_cpu_share(launcher: DictConfig | None = None) -> int:
 
 
 def join_slurm_tasks() -> bool:
-    """In a SLURM job step of several tasks (`tasks_per_node=2`, one `srun` per job), export
-    the rank, world size and rendezvous address that `torch.distributed`'s env:// start (and so
-    Accelerate) reads, as `torchrun` would; returns whether it did. A `torchrun` or
-    `accelerate launch` inside a one-task job sets them itself."""
+    """In a job of several tasks that submitit started (`hydra/launcher=slurm` with
+    `tasks_per_node=2`: one `srun` of 2 processes), export the rank, world size and rendezvous
+    address that `torch.distributed`'s env:// start (and so Accelerate) reads, as `torchrun`
+    would; returns whether it did. A `torchrun` or `accelerate launch` inside a one-task job
+    sets them itself."""
     tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
-    if tasks <= 1 or "RANK" in os.environ:
+    by_submitit = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
+    if tasks <= 1 or not by_submitit or "RANK" in os.environ:
         return False
     from submitit.helpers import TorchDistributedEnvironment
 
