@@ -261,6 +261,23 @@ def test_a_job_killed_at_its_time_limit_is_reported_failed_and_resume_latest_fin
     assert torch.equal(unbroken, resumed), (unbroken - resumed).abs().max().item()
 
 
+def test_a_job_cancelled_mid_training_is_reported_failed_and_the_others_finish(tmp_path):
+    sweep = tmp_path / "sweep"
+    process = start_sweep(sweep, ONE_CPU, *RESUMABLE, "optimizer.lr=1e-2,5e-3")
+    wait_for(sweep / "0" / "checkpoints" / "step_000008", process)
+    array = next(p.name for p in (sweep / ".submitit").glob("*") if "_" not in p.name)
+    subprocess.run(["scancel", f"{array}_0"], check=True)  # killed: no result, as at a hard limit
+    finish(process, sweep)
+
+    failed = metrics(sweep / "0")
+    assert failed["status"] == "failed" and failed["error"].startswith(
+        f"JobEnded: SLURM job {array}_0 ended"
+    )
+    assert "without a result; its checkpoints are kept: resume=latest" in failed["error"]
+    assert checkpoint_steps(sweep / "0")[:2] == [4, 8]
+    assert metrics(sweep / "1")["status"] == "finished"
+
+
 def test_a_job_of_two_tasks_learns_the_word_of_one_process_with_the_same_global_batch(tmp_path):
     common = ("+exp=object", "model=tiny", "train.max_steps=3", "train.cpu=true", "tracker=none",
               "~application", "train.checkpoint_every=0")  # fmt: skip
@@ -309,7 +326,9 @@ def test_toybench_runs_its_jobs_on_the_cluster_and_writes_its_report(tmp_path):
             json.loads(j.read_text())["status"] == "finished" for j in jobs
         )
         assert list((runs / ".submitit").glob("*_0")), "the jobs ran through SLURM"
-        assert (ROOT / "experiments" / "results" / "toybench" / name / "report.md").is_file()
+        results = ROOT / "experiments" / "results" / "toybench" / name
+        assert (results / "summary.md").is_file()
+        assert len((results / "per_concept.csv").read_text().splitlines()) == 1 + 6
     finally:
         shutil.rmtree(ROOT / "toybench_runs" / name, ignore_errors=True)
         shutil.rmtree(ROOT / "experiments" / "results" / "toybench" / name, ignore_errors=True)
