@@ -4,12 +4,14 @@ a SLURM restart resumes it."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.conftest import tirun_process
 from tirun import checkpoint, cluster
 
 AFFINITY = len(os.sched_getaffinity(0))
@@ -107,3 +109,25 @@ def test_a_slurm_restart_resumes_from_the_runs_checkpoint_and_only_then(outside_
     (tmp_path / "checkpoints" / "step_000004" / checkpoint.COMPLETE).write_text("{}")
     assert cluster.requeued_resume(None, tmp_path) == "latest"
     assert cluster.requeued_resume("/some/checkpoint", tmp_path) == "/some/checkpoint"
+
+
+@pytest.mark.slow
+def test_jobs_of_the_joblib_launcher_train_on_their_part_of_the_cpus(tmp_path, image_folder):
+    sweep = tmp_path / "joblib"
+    result = tirun_process(
+        "--multirun",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model=tiny",
+        "tracker=none",
+        f"dataset.path={image_folder}",
+        "train.max_steps=1",
+        "train.checkpoint_every=0",
+        "word.num_vectors=1,2",
+        f"hydra.sweep.dir={sweep}",
+        env={"OMP_NUM_THREADS": str(AFFINITY)},  # torch would take every CPU
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for job in "01":
+        timing = json.loads((sweep / job / "metrics.json").read_text())["timing"]
+        assert timing["threads"] == max(1, AFFINITY // 2)
