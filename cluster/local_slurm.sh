@@ -123,7 +123,8 @@ start_database() {
     fi
     mariadbd --user=mysql --datadir="$data" --socket="$run/mysqld.sock" \
         --pid-file="$run/mariadbd.pid" --port="$DB_PORT" --bind-address=127.0.0.1 \
-        --skip-name-resolve --innodb-buffer-pool-size=64M --log-error="$run/mariadb.log" &
+        --skip-name-resolve --innodb-buffer-pool-size=64M --log-error="$run/mariadb.log" \
+        >>"$run/mariadb.out" 2>&1 &
     wait_for "MariaDB" mariadb --socket="$run/mysqld.sock" -e "select 1"
     mariadb --socket="$run/mysqld.sock" <<EOF
 CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'tirun-local';
