@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install test test-slow lint bench toy-model clean
+.PHONY: install test test-slow test-slurm lint bench toy-model clean
 
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -13,10 +13,22 @@ install:
 	$(PIP) install -q -e ".[dev]"
 
 test:
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -m "not slow"
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -m "not slow and not slurm"
 
 test-slow:
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -m slow
+
+# The slurm group on a one-node SLURM started here (as root; cluster/local_slurm.sh installs
+# Debian's packages when missing): everything with accounting, then the sweep without it.
+SLURM := cluster/local_slurm.sh
+test-slurm:
+	$(SLURM) stop
+	$(SLURM) start
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -m slurm || { $(SLURM) stop; exit 1; }
+	$(SLURM) stop
+	$(SLURM) start --no-accounting
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -m slurm -k four_job_sweep || { $(SLURM) stop; exit 1; }
+	$(SLURM) stop
 
 lint:
 	$(VENV)/bin/ruff check .

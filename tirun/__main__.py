@@ -242,6 +242,8 @@ def cli() -> None:
     # HYDRA_FULL_ERROR they reach the handler below instead of Hydra's multi-line report.
     earlier = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    from tirun.slurm import SubmissionError
+
     try:
         main()
     except OSError as error:
@@ -249,6 +251,10 @@ def cli() -> None:
         if message is None or os.environ.get("TIRUN_DEBUG"):
             raise
         fail(message)
+    except SubmissionError as error:  # a launcher's: the jobs were never submitted
+        if os.environ.get("TIRUN_DEBUG"):
+            raise
+        fail(str(error))
     finally:
         if earlier is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -258,8 +264,12 @@ def cli() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from tirun import cluster
+
     hc = HydraConfig.get()
+    cluster.settle(hc.launcher)
     run_dir = agreed_run_dir(Path(hc.runtime.output_dir), cpu=cfg.train.cpu)
+    cfg.resume = cluster.requeued_resume(cfg.resume, run_dir)
     try:
         metrics = run(cfg, run_dir)
         return metric_value(metrics, cfg.optimized_metric)
@@ -273,7 +283,7 @@ def main(cfg: DictConfig) -> float | None:
             log.error("job %s failed: %s", hc.job.num, first_line(error), exc_info=True)
             tracking.end_failed_run()
             if int(os.environ.get("RANK", "0")) == 0:
-                record_failure(run_dir, error)
+                record_failure(run_dir, cluster.stopped_at_time_limit(error, run_dir))
             return None
         message = user_error(error)
         if message is None:
