@@ -23,18 +23,6 @@ README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 PAGES = [README, *DOCS]
 
-# Files other branches are writing, linked ahead of their merge: a link to one is checked once
-# the file exists. Remove an entry when its branch lands.
-PENDING = {ROOT / "docs" / "slurm.md": "docs/slurm.md comes with the SLURM guide (branch slurm37)"}
-
-# README presets that run as written only once another branch lands, with the reason. Remove an
-# entry when its branch lands (the strict xfail then fails, to say so).
-PENDING_PRESETS = {
-    "+exp=composition": "the composition preset learns its own two words once issue 36's code "
-    "change (branch code36) lands; until then it trains one and stops: it needs embeddings=[a,b]",
-}
-
-
 # ---------------------------------------------------------------------------------------------
 # Links
 
@@ -88,8 +76,6 @@ def test_every_relative_link_opens_a_file_and_its_heading(page):
             continue
         path, _, anchor = target.partition("#")
         file = (page.parent / path).resolve() if path else page
-        if file in PENDING and not file.exists():
-            continue
         if not file.exists():
             broken.append(f"{target}: no such file")
         elif anchor and (file.suffix != ".md" or anchor not in anchors(file)):
@@ -281,17 +267,7 @@ PRESETS = table_presets(README)
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
-    [
-        pytest.param(
-            a,
-            marks=[
-                pytest.mark.xfail(reason=r, strict=True)
-                for p, r in PENDING_PRESETS.items()
-                if p in a
-            ],
-        )
-        for a in PRESETS
-    ],
+    PRESETS,
     ids=[" ".join(a) for a in PRESETS],
 )
 def test_each_application_preset_in_the_readme_runs_as_written(args, tmp_path):

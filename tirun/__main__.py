@@ -178,7 +178,8 @@ def composition_error(args: list[str]) -> str | None:
     """Compose the command's config as Hydra will, and say in one line what stops it.
 
     Hydra reports a bad override or an unknown key in several lines with a traceback hint;
-    a single run is composed here first (sweeps and flags are left to Hydra).
+    an override its grammar cannot read is refused here, flags or not, and a single run is
+    composed here first (sweeps and flags are left to Hydra).
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
