@@ -18,12 +18,8 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-
 from tirun import loading, sampling
-from tirun.applications.context import Sampling
-from tirun.metrics import oracle as oracle_metrics
+from tirun.toybench.score import scorer
 from tirun.toyworld.concepts import CONCEPTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,12 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.one_vector_failures")
     parser.add_argument("--samples", type=int, default=66, help="samples of the neutral prompts")
     args = parser.parse_args(argv)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["+toybench=default"])
-    components = instantiate(cfg.model)
-    components.freeze()
-    oracle = oracle_metrics.load()
-    settings = Sampling(**cfg.application.sampling)
+    components, oracle, settings = scorer()
     lines = [
         "# What a one-vector word draws where it fails (toy model v3)",
         "",

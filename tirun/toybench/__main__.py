@@ -94,20 +94,10 @@ def score_words(
     `load_textual_inversion`): the words in ``folder`` of the concepts ``names`` and the seeds
     ``seeds`` (`word_files`), saying which concepts it has no word for; writes a run folder the
     report reads (`out/NAME` for seed 0's word, `out/NAME_seedK` for seed K's)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    from tirun.applications.context import Sampling
     from tirun.files import write_json
-    from tirun.metrics import oracle as oracle_metrics
-    from tirun.toybench.score import score_word
+    from tirun.toybench.score import score_word, scorer
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["+toybench=default"])
-    components = instantiate(cfg.model)
-    components.freeze()
-    oracle = oracle_metrics.load()
-    settings = Sampling(**cfg.application.sampling)
+    components, oracle, settings = scorer()
     found = {n: {k: f for k, f in word_files(folder, n).items() if k in seeds} for n in names}
     missing = [n for n, files in found.items() if not files]
     if len(missing) == len(names):
