@@ -63,9 +63,16 @@ def attribute_rates(
         rows: samples, one row per prompt.
         expected: the attributes each row's samples should show.
     """
+    return reading_rates([oracle.predict(list(row)) for row in rows], expected)
+
+
+def reading_rates(
+    readings: Sequence[dict[str, list[str]]], expected: Sequence[dict[str, str]]
+) -> dict[str, float]:
+    """:func:`attribute_rates` from the oracle's readings of each row (`Oracle.predict`), for a
+    caller that has read the rows already."""
     hits: dict[str, list[bool]] = {}
-    for row, attributes in zip(rows, expected, strict=True):
-        predictions = oracle.predict(list(row))
+    for predictions, attributes in zip(readings, expected, strict=True):
         for key, value in attributes.items():
             hits.setdefault(key, []).extend(p == value for p in predictions[key])
     return {key: sum(h) / len(h) for key, h in hits.items() if h}

@@ -140,8 +140,8 @@ def score_word(
     }
     return {
         **{k: sum(v) / len(v) if v else None for k, v in outcomes.items()},
-        "attributes": oracle_metrics.attribute_rates(
-            oracle, rec_rows + edit_rows, rec_expected + edit_expected
+        "attributes": oracle_metrics.reading_rates(
+            rec_read + edit_read, rec_expected + edit_expected
         ),
         "outcomes": outcomes,
         "rows": {"reconstruction": rec_rows, "editability": edit_rows},
