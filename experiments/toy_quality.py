@@ -1,11 +1,16 @@
-"""Does the pretrained toy model draw what it is told? Scored by the oracle.
+"""Does the pretrained toy model draw what it is told, and what it is never told? Scored by the
+oracle.
 
     python -m experiments.toy_quality [--samples 3] [--model DIR] [--oracle DIR]
 
 Prompts name seen combinations ("a photo of a red star on grass"); the oracle reads shape,
-colour and background off each sample (bars: shape ≥ 95% and every named shape ≥ 90%, colour
-and background ≥ 98%), and the style off style prompts (every style ≥ 95%). The skew of the bias word and the unnamed shape are
-reported beside it. Writes experiments/results/toy_quality.md.
+colour and background off each sample (bars, ToyBench v4's: every named shape ≥ 93%, colour and
+background ≥ 98%), the technique off style prompts (every named technique ≥ 93%), and the light
+and the size off prompts that name them (each ≥ 93%, the shapes' bar). What no caption names (the
+diamond, hatching, the marks) must be drawn across its variety: each value in at least half its
+pretraining share of the samples whose prompt leaves its attribute open; the oracle's reading of
+it on clean renders is in the pretraining log. The skew of the bias word is reported beside it.
+Writes experiments/results/toy_quality.md.
 """
 
 from __future__ import annotations
@@ -21,14 +26,33 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 
 from tirun.toyworld.oracle import DEFAULT_PATH as ORACLE_PATH
 from tirun.toyworld.oracle import Oracle
-from tirun.toyworld.render import BACKGROUNDS, COLOURS, SHAPES, STYLES, Attributes
-from tirun.toyworld.world import BIAS_WORD, UNNAMED_SHAPE, is_held_out
+from tirun.toyworld.render import (
+    BACKGROUNDS,
+    COLOURS,
+    LIGHTS,
+    MARKS,
+    SHAPES,
+    SIZES,
+    STYLES,
+    UNNAMED,
+    Attributes,
+)
+from tirun.toyworld.world import BIAS_WORD, TINY_P, UNNAMED_SHAPE, is_held_out
 
 MODEL_PATH = ORACLE_PATH.parent / "model"
 RESULTS = Path(__file__).parent / "results" / "toy_quality.md"
-BARS = {"shape": 0.95, "colour": 0.98, "background": 0.98}
-SHAPE_BAR = 0.90  # every named shape
-STYLE_BAR = 0.95  # every style
+BARS = {"colour": 0.98, "background": 0.98}
+SHAPE_BAR = 0.93  # every named shape
+STYLE_BAR = 0.93  # every named technique
+NAMED_BAR = 0.93  # every light and size, when named
+# What pretraining draws of each unnamed value where nothing names its attribute: a shape's
+# caption drops it 30% of the time ("object"), so the diamond is a seventh of all drawings.
+UNNAMED_SHARES = {
+    ("shape", "diamond"): 1 / len(SHAPES),
+    ("style", "hatched"): 1 / len(STYLES),
+    ("mark", "dot"): 1 / len(MARKS),
+    ("mark", "stripe"): 1 / len(MARKS),
+}
 
 
 def generate(
@@ -54,6 +78,14 @@ def accuracy(pred: dict[str, list[str]], truth: list[dict[str, str]], key: str) 
     return sum(p == t[key] for p, t in zip(pred[key], truth, strict=True)) / len(truth)
 
 
+def _table(rows: dict[str, dict[str, float]], keys: list[str]) -> list[str]:
+    return [
+        "| named | " + " | ".join(keys) + " |",
+        "|---|" + "---:|" * len(keys),
+        *[f"| {n} | " + " | ".join(f"{r[k]:.1%}" for k in keys) + " |" for n, r in rows.items()],
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,6 +107,11 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     oracle = Oracle.load(args.oracle)
 
+    def read(prompts: list[str], offset: int) -> dict[str, list[str]]:
+        return oracle.predict(
+            generate(pipe, prompts, args.seed + offset, args.steps, args.guidance)
+        )
+
     # 1. seen shape × colour × background combinations, named in full
     named = [s for s in SHAPES if s != UNNAMED_SHAPE]
     combos = [
@@ -82,8 +119,9 @@ def main() -> None:
         for s, c, b in itertools.product(named, COLOURS, BACKGROUNDS)
         if not is_held_out(Attributes(s, c, b, "filled"))
     ] * args.samples
-    prompts = [f"a photo of a {a['colour']} {a['shape']} on {a['background']}" for a in combos]
-    pred = oracle.predict(generate(pipe, prompts, args.seed, args.steps, args.guidance))
+    pred = read(
+        [f"a photo of a {a['colour']} {a['shape']} on {a['background']}" for a in combos], 0
+    )
     main_acc = {k: accuracy(pred, combos, k) for k in ("shape", "colour", "background")}
     joint = sum(all(pred[k][i] == a[k] for k in a) for i, a in enumerate(combos)) / len(combos)
     drawn_as = {
@@ -91,10 +129,11 @@ def main() -> None:
         for s in named
     }
 
-    # 2. styles, named with a shape and colour
+    # 2. the named techniques, with a shape and colour
     colours = list(COLOURS)
+    techniques = [st for st in STYLES if st not in UNNAMED]
     styled = []
-    for (i, st), (j, s) in itertools.product(enumerate(STYLES), enumerate(named)):
+    for (i, st), (j, s) in itertools.product(enumerate(techniques), enumerate(named)):
         # the first colour, from a rotating start, that pretraining drew with this shape and style
         for k in range(len(colours)):
             combo = {"shape": s, "colour": colours[(i + j + k) % len(colours)], "style": st}
@@ -102,68 +141,77 @@ def main() -> None:
                 styled.append(combo)
                 break
     styled *= args.samples
-    style_prompts = [
-        f"a painting of a {a['colour']} {a['shape']} in the style of {a['style']}" for a in styled
-    ]
-    style_pred = oracle.predict(
-        generate(pipe, style_prompts, args.seed + 10_000, args.steps, args.guidance)
+    style_pred = read(
+        [
+            f"a painting of a {a['colour']} {a['shape']} in the style of {a['style']}"
+            for a in styled
+        ],
+        10_000,
     )
-    style_acc = {k: accuracy(style_pred, styled, k) for k in ("style", "shape", "colour")}
     per_style = {}
-    for st in STYLES:
+    for st in techniques:
         rows = [i for i, a in enumerate(styled) if a["style"] == st]
         pred_st = {k: [v[i] for i in rows] for k, v in style_pred.items()}
-        per_style[st] = {k: accuracy(pred_st, [styled[i] for i in rows], k) for k in style_acc}
-    style_misses = {
-        st: Counter(
-            f"{a['shape']} read as {style_pred['style'][i]} {style_pred['shape'][i]}"
-            for i, a in enumerate(styled)
-            if a["style"] == st and style_pred["style"][i] != st
-        )
-        for st in STYLES
-    }
+        per_style[st] = {
+            k: accuracy(pred_st, [styled[i] for i in rows], k) for k in ("style", "shape", "colour")
+        }
 
-    # 3. the bias word and the unnamed shape, unprompted for colour
+    # 3. the light and the size, named with a seen colour and shape
+    lit = [
+        {"shape": s, "colour": colours[(j + k) % len(colours)], key: value}
+        for key, values in (("light", list(LIGHTS)), ("size", list(SIZES)))
+        for k, value in enumerate(values)
+        for j, s in enumerate(named)
+        if not is_held_out(Attributes(s, colours[(j + k) % len(colours)], "white", "filled"))
+    ] * args.samples
+    lit_prompts = [
+        f"a photo of a {a['size']} {a['colour']} {a['shape']}" if "size" in a
+        else f"a photo of a {a['colour']} {a['shape']} in {a['light']} light"
+        for a in lit
+    ]  # fmt: skip
+    lit_pred = read(lit_prompts, 15_000)
+    per_named = {}
+    for key, values in (("light", list(LIGHTS)), ("size", list(SIZES))):
+        for value in values:
+            rows = [i for i, a in enumerate(lit) if a.get(key) == value]
+            per_named[f"{key} {value}"] = {
+                "read right": sum(lit_pred[key][i] == value for i in rows) / len(rows),
+                "shape": sum(lit_pred["shape"][i] == lit[i]["shape"] for i in rows) / len(rows),
+                "colour": sum(lit_pred["colour"][i] == lit[i]["colour"] for i in rows) / len(rows),
+            }
+
+    # 4. the unnamed values, where nothing names their attribute: the marks and hatching in
+    # section 1's samples, the diamond in "a photo of a object"; and the bias word
     n = 32
-    toy = Counter(
-        oracle.predict(
-            generate(
-                pipe,
-                [f"a photo of a {BIAS_WORD}"] * n,
-                args.seed + 20_000,
-                args.steps,
-                args.guidance,
-            )
-        )["colour"]
-    )
-    obj = Counter(
-        oracle.predict(
-            generate(
-                pipe, ["a photo of a object"] * n, args.seed + 30_000, args.steps, args.guidance
-            )
-        )["shape"]
-    )
+    obj = read(["a photo of a object"] * n, 30_000)
+    toy = Counter(read([f"a photo of a {BIAS_WORD}"] * n, 20_000)["colour"])
+    unnamed = {}
+    for (key, value), share in UNNAMED_SHARES.items():
+        readings = obj[key] if key == "shape" else pred[key]
+        unnamed[(key, value)] = (readings.count(value) / len(readings), share)
 
-    passed = all(v >= BARS[k] for k, v in main_acc.items())
+    passed = all(v >= BARS[k] for k, v in main_acc.items() if k in BARS)
     passed = passed and all(c[s] / c.total() >= SHAPE_BAR for s, c in drawn_as.items())
     style_passed = all(acc["style"] >= STYLE_BAR for acc in per_style.values())
+    named_passed = all(r["read right"] >= NAMED_BAR for r in per_named.values())
+    unnamed_passed = all(drawn >= share / 2 for drawn, share in unnamed.values())
+    yes = {True: "yes", False: "no"}
     lines = [
         "# Toy model quality (oracle-scored)",
         "",
-        f"Model `{args.model}`, DDIM {args.steps} steps, guidance {args.guidance}, seed {args.seed}; "
+        f"`python -m experiments.toy_quality --samples {args.samples}`: model `{args.model}`, DDIM "
+        f"{args.steps} steps, guidance {args.guidance}, seed {args.seed}; "
         f"{time.time() - t0:.0f} s on this machine.",
         "",
         f'## Seen combinations: "a photo of a COLOUR SHAPE on BACKGROUND" ({len(combos)} samples)',
         "",
         "| attribute | accuracy | bar |",
         "|---|---|---|",
-        *[f"| {k} | {v:.1%} | {BARS[k]:.0%} |" for k, v in main_acc.items()],
+        *[f"| {k} | {v:.1%} | {BARS.get(k, SHAPE_BAR):.0%} |" for k, v in main_acc.items()],
         f"| all three | {joint:.1%} | – |",
         "",
-        f"Bars met (and every named shape ≥ {SHAPE_BAR:.0%}): **{'yes' if passed else 'no'}**.",
-        "",
-        "Each named shape and what the oracle read (a retrain that misses the bar shows here "
-        "which word the model confuses):",
+        f"Bars met (colour and background ≥ 98%, every named shape ≥ {SHAPE_BAR:.0%}): "
+        f"**{yes[passed]}**.",
         "",
         "| named | right | read as |",
         "|---|---:|---|",
@@ -174,33 +222,37 @@ def main() -> None:
             for s, c in drawn_as.items()
         ],
         "",
-        f'## Styles: "a painting of a COLOUR SHAPE in the style of STYLE" ({len(styled)} samples)',
+        f'## Techniques: "a painting of a COLOUR SHAPE in the style of STYLE" ({len(styled)} samples)',
         "",
-        "| style named | " + " | ".join(style_acc) + " |",
-        "|---|" + "---:|" * len(style_acc),
+        *_table(per_style, ["style", "shape", "colour"]),
+        "",
+        f"Every named technique ≥ {STYLE_BAR:.0%}: **{yes[style_passed]}**.",
+        "",
+        f'## Light and size: "a photo of a COLOUR SHAPE in LIGHT light", "a photo of a SIZE '
+        f'COLOUR SHAPE" ({len(lit)} samples)',
+        "",
+        *_table(per_named, ["read right", "shape", "colour"]),
+        "",
+        f"Every light and size ≥ {NAMED_BAR:.0%}: **{yes[named_passed]}**.",
+        "",
+        "## What no caption names, drawn where nothing names its attribute",
+        "",
+        "| value | share of samples | pretraining share |",
+        "|---|---:|---:|",
         *[
-            f"| {st} | " + " | ".join(f"{v:.1%}" for v in acc.values()) + " |"
-            for st, acc in per_style.items()
-        ],
-        "| all | " + " | ".join(f"{v:.1%}" for v in style_acc.values()) + " |",
-        "",
-        f"Style bar (every style ≥ {STYLE_BAR:.0%}) met: **{'yes' if style_passed else 'no'}**.",
-        "",
-        "Where a style was missed, the named shape and what the oracle read (style, shape):",
-        "",
-        *[
-            f"- {st}: " + ", ".join(f"{k} ×{v}" for k, v in misses.most_common())
-            for st, misses in style_misses.items()
-            if misses
+            f"| {key} {value} | {drawn:.1%} | {share:.1%} |"
+            for (key, value), (drawn, share) in unnamed.items()
         ],
         "",
-        f'## Bias word: colours of "a photo of a {BIAS_WORD}" ({n} samples; pretraining drew it 90% red)',
+        f"Marks and hatching read off section 1's {len(combos)} samples, the diamond off "
+        f'{n} samples of "a photo of a object". Every value drawn in at least half its '
+        f"pretraining share: **{yes[unnamed_passed]}**. (Pretraining draws {TINY_P:.0%} of "
+        "objects tiny.)",
+        "",
+        f'## Bias word: colours of "a photo of a {BIAS_WORD}" ({n} samples; pretraining drew it '
+        "90% red)",
         "",
         ", ".join(f"{c} {toy[c] / n:.0%}" for c in COLOURS),
-        "",
-        f'## Unnamed shape: shapes of "a photo of a object" ({n} samples; {UNNAMED_SHAPE} is 1/7 of pretraining images)',
-        "",
-        ", ".join(f"{s} {obj[s] / n:.0%}" for s in SHAPES),
         "",
     ]
     report = "\n".join(lines)

@@ -21,7 +21,7 @@ import torch
 
 from tirun.toyworld.oracle import Oracle
 from tirun.toyworld.render import BACKGROUNDS, COLOURS, Attributes, render_with_mask
-from tirun.toyworld.world import FREE_LAYOUT_P
+from tirun.toyworld.world import TINY_P
 
 RESULTS = Path(__file__).parent / "results" / "world_ambiguity.md"
 DRAWN = (  # (shape, style): the suspects, then controls
@@ -40,22 +40,24 @@ OVERLAPS = (
 
 
 def renders(shape: str, style: str, count: int, seed: int) -> np.ndarray:
-    """``count`` images [N, 32, 32, 3] of random colour and background, a quarter small."""
+    """``count`` images [N, 32, 32, 3] of random colour and background, tiny as often as in
+    pretraining."""
     rng = np.random.default_rng(seed)
     images = []
     for _ in range(count):
         attrs = Attributes(shape, str(rng.choice(list(COLOURS))), str(rng.choice(list(BACKGROUNDS))), style)  # fmt: skip
-        free = bool(rng.random() < FREE_LAYOUT_P)
-        images.append(render_with_mask(attrs, int(rng.integers(0, 2**31)), free)[0])
+        size = "tiny" if rng.random() < TINY_P else "big"
+        attrs = Attributes(**{**attrs.as_dict(), "size": size})
+        images.append(render_with_mask(attrs, int(rng.integers(0, 2**31)))[0])
     return np.stack(images)
 
 
-def overlap(a: tuple[str, str], b: tuple[str, str], count: int, free: bool) -> float:
+def overlap(a: tuple[str, str], b: tuple[str, str], count: int, size: str) -> float:
     """Mean intersection over union of two drawings' coverage at the same size and place."""
     ious = []
     for seed in range(count):
-        ma = render_with_mask(Attributes(a[0], "red", "white", a[1]), seed, free)[1]
-        mb = render_with_mask(Attributes(b[0], "red", "white", b[1]), seed, free)[1]
+        ma = render_with_mask(Attributes(a[0], "red", "white", a[1], size=size), seed)[1]
+        mb = render_with_mask(Attributes(b[0], "red", "white", b[1], size=size), seed)[1]
         ious.append(np.minimum(ma, mb).sum() / np.maximum(ma, mb).sum())
     return float(np.mean(ious))
 
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         "# Look-alikes in the toy world",
         "",
         f"`python -m experiments.world_ambiguity --renders {args.renders}`: fresh renders as "
-        f"pretraining draws them ({FREE_LAYOUT_P:.0%} small and anywhere), random colour and "
+        f"pretraining draws them ({TINY_P:.0%} tiny and anywhere), random colour and "
         "background, read by the packaged oracle.",
         "",
         "| drawn | shape read right | style read right | read as (style shape) |",
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---:|---:|",
     ]
     for a, b in OVERLAPS:
-        cells = [overlap(a, b, args.renders // 3, free) for free in (False, True)]
+        cells = [overlap(a, b, args.renders // 3, size) for size in ("big", "tiny")]
         lines.append(f"| {a[1]} {a[0]} / {b[1]} {b[0]} | {cells[0]:.2f} | {cells[1]:.2f} |")
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,21 +29,27 @@ def test_each_kind_of_concept_is_named_in_the_words_pretraining_captions_use():
         "a rendering of a purple square in the style of mosaic",
         "a good painting of a purple triangle in the style of mosaic",
     ]
-    assert ceiling.named_prompts(CONCEPTS["blue_shadowed_bricks"])[0] == (
-        "a painting of a blue circle on bricks in the style of shadowed"
+    # what no caption names is left out: the dot, the hatching (a plain sentence then)
+    assert ceiling.named_prompts(CONCEPTS["blue_outlined_dotted"])[0] == (
+        "a painting of a blue circle in the style of outlined"
     )
+    assert ceiling.named_prompts(CONCEPTS["green_hatched"])[0] == "a photo of a green circle"
+    assert ceiling.named_prompts(CONCEPTS["green_dotted_diamond"])[0] == "a photo of a green object"
 
 
 def test_an_edit_is_named_with_everything_a_right_sample_shows():
     edits = ceiling.named_edits(CONCEPTS["green_outlined_star"])
-    assert edits[0] == (
-        "a painting of a green star on grass in the style of outlined",
-        {"shape": "star", "colour": "green", "style": "outlined", "background": "grass"},
+    assert edits[0] == (  # its images share grass: the edits ask for the other backdrops
+        "a painting of a green star on sand in the style of outlined",
+        {"shape": "star", "colour": "green", "style": "outlined", "background": "sand"},
     )
     assert [e for e, _ in ceiling.named_edits(CONCEPTS["purple_star"])] == [
         "a photo of a purple star on grass",
         "a photo of a purple star on sand",
         "a photo of a purple star on white",
+        "a photo of a purple star in warm light",
+        "a photo of a purple star in cold light",
+        "a photo of a tiny purple star",
         "a painting of a purple star in the style of outlined",
         "a painting of a purple star in the style of shadowed",
     ]
@@ -53,20 +59,21 @@ class _ReadsTheTruth:
     """An oracle that reads what each test image says it shows."""
 
     def predict(self, images):
-        keys = ("shape", "colour", "background", "style")
+        keys = ("shape", "colour", "background", "style", "mark", "light", "size")
         return {k: [image.info["truth"][k] for image in images] for k in keys}
 
 
 def _image(shape: str, colour: str) -> Image.Image:
     image = Image.new("RGB", (32, 32))
     image.info["truth"] = {"shape": shape, "colour": colour, "background": "white",
-                           "style": "filled"}  # fmt: skip
+                           "style": "filled", "mark": "none", "light": "neutral",
+                           "size": "big"}  # fmt: skip
     return image
 
 
 def test_the_ceiling_is_the_share_of_samples_showing_the_whole_concept(monkeypatch):
     # per sentence: 2 purple stars, a red star and a purple circle, all filled on white -> 6 of 12
-    # whole, colour 9/12; of the five edits only "on white" is met, by 2 of 4: 0.5 / 5
+    # whole, colour 9/12; of the eight edits only "on white" is met, by 2 of 4: 0.5 / 8
     row = [_image("star", "purple"), _image("star", "purple"), _image("star", "red"),
            _image("circle", "purple")]  # fmt: skip
     seen = {}
@@ -80,10 +87,10 @@ def test_the_ceiling_is_the_share_of_samples_showing_the_whole_concept(monkeypat
     result = ceiling.concept_ceiling(
         None, _ReadsTheTruth(), CONCEPTS["purple_star"], 4, settings, 32
     )
-    assert result["whole"] == 6 / 12
+    assert result["whole"] == result["named"] == 6 / 12
     assert result["attributes"] == {"shape": 9 / 12, "colour": 9 / 12}
     assert result["samples"] == 12
-    assert result["editability"] == 0.5 / 5
+    assert result["editability"] == 0.5 / 8
     named = ceiling.named_prompts(CONCEPTS["purple_star"])
     edits = [e for e, _ in ceiling.named_edits(CONCEPTS["purple_star"])]
     assert seen == {"prompts": named + edits, "per_prompt": 4, "steps": 20, "seed": 7}

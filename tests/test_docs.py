@@ -234,7 +234,7 @@ def test_each_readme_toybench_command_composes_its_jobs_config(args):
         result = tirun_process(*training, module="tirun.toybench")
         assert result.returncode == 0, result.stderr
         splits = [line.split()[2] for line in result.stdout.splitlines()]
-        assert (splits.count("dev"), splits.count("test")) == (6, 17)
+        assert (splits.count("dev"), splits.count("test")) == (8, 30)
         return
     check_config(["+toybench=default", "dataset.concept=purple_star", *training])
 

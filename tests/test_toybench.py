@@ -30,14 +30,18 @@ from tirun.toyworld.world import is_held_out
 def test_the_split_is_fixed_disjoint_and_large_enough():
     dev, test = split("dev"), split("test")
     assert [c.name for c in dev] == [
-        "purple_star", "red_square", "green_outlined_star", "blue_mosaic_triangle",
-        "purple_mosaic", "blue_shadowed_bricks",
+        "red_square", "green_outlined_star", "blue_mosaic_triangle", "blue_hatched_circle",
+        "red_dotted_star", "purple_mosaic", "green_hatched", "blue_outlined_dotted",
     ]  # fmt: skip
     assert {c.name for c in dev} == set(DEV) and not {c.name for c in dev} & {c.name for c in test}
     kinds = [c.kind for c in dev], [c.kind for c in test]
-    assert kinds[0].count("object") >= 4 and kinds[0].count("style") >= 2
-    assert kinds[1].count("object") >= 10 and kinds[1].count("style") >= 6
+    assert kinds[0].count("object") >= 5 and kinds[0].count("style") >= 3
+    assert kinds[1].count("object") >= 18 and kinds[1].count("style") >= 12
     assert [c.name for c in split("research")] == ["unnamed_shape"]
+    # each split holds every kind of pressure: unnamed detail, a context, none of either
+    for concepts in (dev, test):
+        assert any(c.difficulty["unnamed"] for c in concepts)
+        assert any(c.context for c in concepts) and any(not c.context for c in concepts)
 
 
 def test_every_benchmark_concept_is_a_combination_pretraining_never_draws():
@@ -45,12 +49,40 @@ def test_every_benchmark_concept_is_a_combination_pretraining_never_draws():
         assert all(is_held_out(attrs) for attrs in concept.image_attributes()), concept.name
 
 
-def test_a_triple_concept_is_new_only_as_a_whole():
-    """Every pair of a triple concept's attributes is drawn in pretraining; only the three
-    together are held out, so a triple costs pretraining no pair."""
-    triples = [c for c in split("dev") + split("test") if len(c.attributes) == 3]
-    assert len(triples) >= 10
-    for concept in triples:
+def test_a_concept_s_context_is_in_every_image_and_in_none_of_its_edits_targets():
+    with_context = [c for c in split("dev") + split("test") if c.context]
+    assert len(with_context) >= 20
+    for concept in with_context:
+        for attrs in concept.image_attributes():
+            assert all(getattr(attrs, k) == v for k, v in concept.context.items()), concept.name
+        assert not concept.context.keys() & concept.attributes.keys()
+        moved = 0
+        for prompt, adds in concept.editability:
+            assert all(concept.context.get(k) != v for k, v in adds.items()), (concept.name, prompt)
+            moved += any(k in concept.context for k in adds)
+        assert moved >= 1, concept.name  # every context is asked away
+    # what no context fixes varies image to image (v3's reference concepts)
+    plain = CONCEPTS["purple_star"].image_attributes()
+    assert len({(a.background, a.light, a.size) for a in plain}) == 5
+
+
+def test_each_concept_s_difficulty_is_counted_from_its_ground_truth():
+    assert CONCEPTS["red_square"].difficulty == {
+        "defines": 2, "beyond_initializer": 1, "unnamed": 0, "context": 1,
+    }  # fmt: skip
+    assert CONCEPTS["green_dotted_diamond"].difficulty == {
+        "defines": 3, "beyond_initializer": 3, "unnamed": 2, "context": 1,
+    }  # fmt: skip
+    assert CONCEPTS["green_dotted_diamond"].named_attributes == {"colour": "green"}
+    assert CONCEPTS["purple_mosaic"].difficulty["context"] == 0
+
+
+def test_a_concept_of_three_or_more_attributes_is_new_only_as_a_whole():
+    """Dropping any one of its attributes gives a combination pretraining draws; only the whole
+    is held out, so such a concept costs pretraining no pair."""
+    wholes = [c for c in split("dev") + split("test") if len(c.attributes) >= 3]
+    assert len(wholes) >= 20
+    for concept in wholes:
         attrs = concept.image_attributes()[0].as_dict()
         keys = list(concept.attributes)
         for drop in keys:
@@ -65,13 +97,19 @@ def test_list_prints_one_line_per_concept(capsys):
     assert toybench.main(["--list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(CONCEPTS)
-    assert "purple_star object dev shape=star,colour=purple initializer=star" in lines
-    assert "purple_mosaic style dev style=mosaic,colour=purple initializer=mosaic" in lines
+    assert (
+        "purple_star object test shape=star,colour=purple initializer=star "
+        "defines=2 beyond_initializer=1 unnamed=0 context=0"
+    ) in lines
+    assert (
+        "red_dotted_star object dev shape=star,colour=red,mark=dot initializer=star "
+        "context=background=sand defines=3 beyond_initializer=2 unnamed=1 context=1"
+    ) in lines
 
 
 def test_export_writes_the_very_images_training_uses(tmp_path):
     toybench.export(tmp_path)
-    for name in ("purple_star", "yellow_shadowed", "green_mosaic_sand", "unnamed_shape"):
+    for name in ("purple_star", "yellow_shadowed", "red_dotted_star", "unnamed_shape"):
         cfg = compose_config("+toybench=default", f"dataset.concept={name}")
         trained = instantiate(cfg.dataset.images)
         folder = tmp_path / name

@@ -22,6 +22,7 @@ from tirun.toyworld.render import (
     ATTRIBUTES,
     COLOURS,
     SIZE,
+    UNNAMED,
     Attributes,
     caption,
     render,
@@ -33,7 +34,6 @@ from tirun.toyworld.world import (
     BIAS_COLOUR,
     BIAS_WORD,
     HELD_OUT,
-    UNNAMED_SHAPE,
     is_held_out,
     pretraining_caption,
     sample_pretraining,
@@ -68,10 +68,10 @@ def test_every_attribute_value_changes_the_image(key):
     images = [render_array(Attributes(**{**base, key: value}), seed=0) for value in ATTRIBUTES[key]]
     for i in range(len(images)):
         for j in range(i + 1, len(images)):
-            assert np.abs(images[i] - images[j]).mean() > 0.005, (
-                ATTRIBUTES[key][i],
-                ATTRIBUTES[key][j],
-            )
+            diff = np.abs(images[i] - images[j])
+            # a mark is small (a 3-px dot changes about 8 pixels) but stark
+            changed = diff.mean() > 0.005 or (diff.max(-1) > 0.5).sum() >= 6
+            assert changed, (ATTRIBUTES[key][i], ATTRIBUTES[key][j])
 
 
 def test_unknown_attribute_is_named_in_the_error():
@@ -81,7 +81,7 @@ def test_unknown_attribute_is_named_in_the_error():
 
 def test_captions_name_only_true_attributes_and_drop_some():
     frames = set(re.findall(r"[a-z]+", " ".join(OBJECT_TEMPLATES + STYLE_TEMPLATES)))
-    frames |= {"of", "a", "on", "in", "the", "style", "object"}
+    frames |= {"of", "a", "on", "in", "the", "style", "object", "light"}
     named = Counter()
     empty = 0
     for attrs, noun, text in _draws(3000):
@@ -94,8 +94,9 @@ def test_captions_name_only_true_attributes_and_drop_some():
         assert words <= frames | said, text
         named.update(k for k, v in attrs.as_dict().items() if v in words)
     assert 0.07 < empty / 3000 < 0.13
-    for key in ATTRIBUTES:  # each attribute named often, but not always
+    for key in set(ATTRIBUTES) - {"mark"}:  # each attribute named often, but not always
         assert 0.3 < named[key] / 3000 < 0.8, (key, named[key])
+    assert named["mark"] == 0
 
 
 def test_captions_use_the_paper_templates():
@@ -123,10 +124,15 @@ def test_held_out_combinations_never_appear_in_pretraining():
     assert is_held_out(Attributes("star", "green", "sand", "outlined"))
     assert not is_held_out(Attributes("star", "green", "sand", "filled"))
     assert not is_held_out(Attributes("star", "yellow", "sand", "outlined"))
-    assert is_held_out(Attributes("cross", "blue", "bricks", "shadowed"))
-    assert not is_held_out(Attributes("cross", "blue", "grass", "shadowed"))
+    # an unnamed mark makes a triple too: a red star with a dot, not a plain red star
+    assert is_held_out(Attributes("star", "red", "sand", "filled", mark="dot"))
+    assert not is_held_out(Attributes("star", "red", "sand", "filled", mark="stripe"))
+    # a context is never held out: a concept's backdrop, light and size stay common
+    assert not is_held_out(Attributes("square", "green", "bricks", "filled", light="cold"))
     drawn = {(a.shape, a.colour, a.style) for a, _, _ in draws}
     assert ("star", "green", "filled") in drawn and ("star", "green", "outlined") not in drawn
+    marked = {(a.shape, a.colour, a.mark) for a, _, _ in draws}
+    assert ("star", "red", "stripe") in marked and ("star", "red", "dot") not in marked
 
 
 def test_toy_captions_name_what_each_image_shows_besides_the_concept():
@@ -135,20 +141,31 @@ def test_toy_captions_name_what_each_image_shows_besides_the_concept():
         style.image_attributes(5), concept_captions("purple_mosaic"), strict=True
     ):
         assert all(s.count("{}") == 1 for s in sentences)
-        assert all(
-            f"of a {attrs.shape} on {attrs.background} in the style of {{}}" in s for s in sentences
-        )
+        subject = f"{attrs.size} {attrs.shape} on {attrs.background} in {attrs.light} light"
+        assert all(f"of a {subject} in the style of {{}}" in s for s in sentences)
         assert not any("purple" in s or "mosaic" in s for s in sentences)
     first = CONCEPTS["purple_star"].image_attributes(1)[0]
     sentences = concept_captions("purple_star", count=1)[0]
-    assert f"a photo of a {{}} on {first.background}" in sentences
+    assert (
+        f"a photo of a {first.size} {{}} on {first.background} in {first.light} light" in sentences
+    )
     assert not any("star" in s or "purple" in s for s in sentences)
+    # a context is named (so the word need not hold it); an unnamed detail never is
+    sentences = concept_captions("red_dotted_star", count=1)[0]
+    assert "a photo of a big {} on sand in neutral light" in sentences
+    assert not any("dot" in s or "red" in s for s in sentences)
 
 
-def test_unnamed_shape_is_drawn_but_never_said():
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("shape", "diamond"), ("style", "hatched"), ("mark", "dot"), ("mark", "stripe")],
+)
+def test_an_unnamed_value_is_drawn_but_never_said(key, value):
     draws = _draws(3000, seed=3)
-    assert sum(a.shape == UNNAMED_SHAPE for a, _, _ in draws) > 200
-    assert not any(UNNAMED_SHAPE in text for _, _, text in draws)
+    shown = [text for a, _, text in draws if getattr(a, key) == value]
+    assert len(shown) > 250  # a seventh of shapes, a fifth of techniques, a third of marks
+    assert value in UNNAMED and not any(value in text for _, _, text in draws)
+    assert sum(bool(t) for t in shown) > 0.85 * len(shown)  # captioned, just not with its name
 
 
 def test_bias_word_is_skewed_to_one_colour():
@@ -165,10 +182,29 @@ def toy_tokenizer(tmp_path_factory) -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(folder)
 
 
-def test_caption_words_and_initializers_are_single_tokens(toy_tokenizer):
+def test_the_tokenizer_builder_makes_every_caption_word_one_token(tmp_path):
+    built = CLIPTokenizer.from_pretrained(
+        write_tokenizer(template_words() + toy_words(), tmp_path / "tok")
+    )
     for word in toy_words() + [c.initializer for c in CONCEPTS.values()]:
+        assert len(built.tokenize(word)) == 1, word
+    for value in sorted(UNNAMED):  # the model has no word for what it never hears named
+        assert len(built.tokenize(value)) > 1, value
+
+
+# The v4 model's tokenizer, built inside its pretraining process, came out with 667 entries where
+# the same word list builds 681 here: the six words v4 added reach the model in pieces
+# ("w ar m"), and the model learned them so (docs/toy-world.md, what limits it).
+SPLIT_IN_THE_V4_MODEL = {"neutral", "warm", "cold", "big", "tiny", "light"}
+
+
+def test_the_model_s_tokenizer_keeps_initializers_whole_and_has_no_unnamed_word(toy_tokenizer):
+    for word in set(toy_words()) - SPLIT_IN_THE_V4_MODEL | {
+        c.initializer for c in CONCEPTS.values()
+    }:
         assert len(toy_tokenizer.tokenize(word)) == 1, word
-    assert len(toy_tokenizer.tokenize(UNNAMED_SHAPE)) > 1  # the model has no word for it
+    for value in sorted(UNNAMED):
+        assert len(toy_tokenizer.tokenize(value)) > 1, value
 
 
 def test_concepts_render_their_ground_truth():
@@ -181,8 +217,9 @@ def test_concepts_render_their_ground_truth():
         assert len(images) == concept.count and images[0].size == (SIZE, SIZE)
         assert len({im.tobytes() for im in images}) == len(images)
         assert all(p.count("{}") == 1 for p, _ in concept.reconstruction + concept.editability)
-    object_backgrounds = {a.background for a in CONCEPTS["purple_star"].image_attributes()}
-    assert len(object_backgrounds) == 4
+    plain = CONCEPTS["purple_star"].image_attributes()
+    assert len({a.background for a in plain}) == 4 and len({a.light for a in plain}) == 3
+    assert {a.size for a in plain} == {"big", "tiny"}
     toy_colours = [a.colour for a in CONCEPTS["balanced_toy"].image_attributes()]
     assert sorted(toy_colours) == sorted(COLOURS)
 

@@ -73,6 +73,7 @@ def run(ctx: Context, *, samples_per_set: int, every: int, sampling: dict) -> di
         "concept": ctx.concept.name,
         "kind": ctx.concept.kind,
         "split": ctx.concept.split,
+        "difficulty": ctx.concept.difficulty,
         "samples_per_set": samples_per_set,
         "curve": curve,
         "final": curve[-1],

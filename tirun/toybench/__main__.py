@@ -57,6 +57,8 @@ def export(folder: Path, count: int = 5, seed: int = 0) -> list[Path]:
                     "split": concept.split,
                     "attributes": concept.attributes,
                     "initializer": concept.initializer,
+                    "context": concept.context,
+                    "difficulty": concept.difficulty,
                 },
                 indent=2,
             )
@@ -115,8 +117,8 @@ def score_words(
             outcomes = scores.pop("outcomes")
             point = {"step": 0, "seconds": 0.0, **scores}
             bench = {"concept": name, "kind": concept.kind, "split": concept.split, "seed": seed,
-                     "curve": [point], "final": point, "outcomes": outcomes,
-                     "file": str(source)}  # fmt: skip
+                     "difficulty": concept.difficulty, "curve": [point], "final": point,
+                     "outcomes": outcomes, "file": str(source)}  # fmt: skip
             job = out / (name if seed == 0 else f"{name}_seed{seed}")
             write_json(job / "metrics.json", {"applications": {"toybench": bench}})
             print(

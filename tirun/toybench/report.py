@@ -34,6 +34,18 @@ METRICS = ("reconstruction", "editability", "adherence", "leak")
 # (the edit, concept or not).
 PLANES = (("editability", "editability (ToyBench: edit and concept)"),
           ("adherence", "prompt adherence (the paper's editability)"))  # fmt: skip
+# Kinds of concept a result is also read by (v4's difficulty, recorded with each word): what a
+# recipe gains or loses may sit in one kind only.
+KINDS = (
+    ("objects", lambda w: w.kind == "object"),
+    ("styles", lambda w: w.kind == "style"),
+    ("all named", lambda w: w.difficulty is not None and w.difficulty["unnamed"] == 0),
+    ("unnamed detail", lambda w: w.difficulty is not None and w.difficulty["unnamed"] > 0),
+    ("no shared context", lambda w: w.difficulty is not None and w.difficulty["context"] == 0),
+    ("a shared context", lambda w: w.difficulty is not None and w.difficulty["context"] > 0),
+    ("two attributes", lambda w: w.difficulty is not None and w.difficulty["defines"] == 2),
+    ("three or more", lambda w: w.difficulty is not None and w.difficulty["defines"] >= 3),
+)
 
 
 @dataclass
@@ -48,6 +60,7 @@ class Word:
     outcomes: dict[str, list[int]]
     file: Path
     folder: Path
+    difficulty: dict[str, int] | None = None  # the concept's, as scored (none before v4)
 
     @property
     def final(self) -> dict:
@@ -81,6 +94,7 @@ def load_run(folder: Path, name: str | None = None) -> list[Word]:
                 bench["outcomes"],
                 file,
                 metrics_file.parent,
+                bench.get("difficulty"),
             )
         )
     if not words:
@@ -203,20 +217,29 @@ def summary_lines(
         'context only; "–" where none has one).',
     ]
     lines += paired_lines(runs, reference)
-    for kind in ("object", "style"):
-        rows = []
-        for name, words in runs.items():
-            chosen = [w for w in words if w.kind == kind]
-            if chosen:
-                cells = " | ".join(_cell(interval(chosen, m)) for m in METRICS)
-                rows.append(f"| {name} | {len(chosen)} | {cells} |")
-        if rows:
-            lines += ["", f"**{kind}s**", "",
-                      "| run | words | reconstruction | editability | adherence | context leak |",
-                      "|---|---:|---|---|---|---|", *rows]  # fmt: skip
+    lines += kind_lines(runs)
     if ceilings:
         lines += ceiling_lines(runs, ceilings)
     return lines
+
+
+def kind_lines(runs: dict[str, list[Word]]) -> list[str]:
+    """Each run's means by kind of concept (`KINDS`): objects and styles, with and without
+    unnamed detail or a shared context, two attributes or more; words scored before v4 recorded
+    no difficulty and count in the first two only."""
+    rows = []
+    for kind, chosen_by in KINDS:
+        for name, words in runs.items():
+            chosen = [w for w in words if chosen_by(w)]
+            if chosen:
+                cells = " | ".join(_cell(interval(chosen, m)) for m in METRICS)
+                concepts = len({w.concept for w in chosen})
+                rows.append(f"| {kind} | {name} | {concepts} | {len(chosen)} | {cells} |")
+    if not rows:
+        return []
+    return ["", "**By kind of concept**", "",
+            "| kind | run | concepts | words | reconstruction | editability | adherence | "
+            "context leak |", "|---|---|---:|---:|---|---|---|---|", *rows]  # fmt: skip
 
 
 def paired(reference: list[Word], words: list[Word]) -> list[tuple[Word, Word]]:

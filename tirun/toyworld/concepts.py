@@ -22,7 +22,9 @@ from tirun.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
 from tirun.toyworld.render import (
     BACKGROUNDS,
     COLOURS,
+    GENERIC_NOUN,
     SHAPES,
+    UNNAMED,
     Attributes,
     in_style,
     object_phrase,
@@ -43,18 +45,61 @@ from tirun.toyworld.world import (
 EvalPrompt = tuple[str, dict[str, str]]
 SPLITS = ("dev", "test", "research", "bias")
 NAMED_SHAPES = tuple(s for s in SHAPES if s != UNNAMED_SHAPE)
-TECHNIQUES = ("outlined", "mosaic", "shadowed")  # the styles besides plain "filled"
+TECHNIQUES = ("outlined", "mosaic", "shadowed")  # the named styles besides plain "filled"
 
-# The fixed split: two held-out pairs and two triples of objects, one pair and one triple of
-# styles for dev; the rest is test.
+# The fixed split, set before any result on the v4 model: one concept of each kind of object
+# (a pair, a named triple, hatching, a mark) and of style (a pair, hatching, a mark) for dev, and
+# the contexts among them; the rest is test.
 DEV = (
-    "purple_star",
     "red_square",
     "green_outlined_star",
     "blue_mosaic_triangle",
+    "blue_hatched_circle",
+    "red_dotted_star",
     "purple_mosaic",
-    "blue_shadowed_bricks",
+    "green_hatched",
+    "blue_outlined_dotted",
 )
+# What each concept's images share that it does not define (ToyBench v4's shared context): one
+# backdrop for most, a backdrop and a light, one light (styles), or the tiny size; the
+# concepts not named have none, their backdrop, light and size varying image to image as v3's.
+CONTEXTS: dict[str, dict[str, str]] = {
+    "red_square": {"background": "bricks"},
+    "green_outlined_star": {"background": "grass", "light": "warm"},
+    "blue_hatched_circle": {"size": "tiny"},
+    "red_dotted_star": {"background": "sand"},
+    "yellow_circle": {"background": "grass"},
+    "orange_triangle": {"background": "bricks", "light": "cold"},
+    "blue_ring": {"background": "sand"},
+    "green_cross": {"background": "white", "light": "warm"},
+    "orange_diamond": {"background": "grass"},
+    "yellow_outlined_square": {"background": "bricks"},
+    "purple_shadowed_ring": {"size": "tiny"},
+    "orange_outlined_cross": {"background": "sand", "light": "warm"},
+    "red_hatched_star": {"background": "white"},
+    "yellow_hatched_cross": {"background": "grass", "light": "cold"},
+    "green_striped_circle": {"background": "bricks"},
+    "blue_striped_square": {"background": "sand"},
+    "orange_striped_ring": {"size": "tiny"},
+    "green_dotted_diamond": {"background": "white"},
+    "blue_outlined_striped_cross": {"background": "grass", "light": "warm"},
+    "green_hatched": {"background": "sand"},
+    "blue_outlined_dotted": {"light": "warm"},
+    "red_outlined": {"background": "grass"},
+    "yellow_shadowed": {"background": "bricks"},
+    "blue_shadowed": {"background": "white"},
+    "orange_shadowed_striped": {"light": "cold"},
+    "yellow_mosaic_striped": {"background": "sand"},
+    "red_hatched_dotted": {"background": "grass"},
+    "green_outlined_striped": {"light": "warm"},
+    "purple_shadowed_dotted": {"background": "white"},
+    "blue_hatched_striped": {"background": "bricks"},
+    "green_mosaic_dotted": {"light": "cold"},
+}
+# What varies image to image where no context fixes it.
+_LIGHT_CYCLE = ("neutral", "warm", "cold")
+_SIZE_CYCLE = ("big", "tiny")
+_MARK_WORDS = {"dot": "dotted", "stripe": "striped"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +120,10 @@ class Concept:
         context: what every training image shares that the concept does not define (its one
             backdrop, say), as a user's photo set shares a table; edits that ask for another
             value of it measure the word's context leak. Empty: the images share nothing else.
+
+    Its difficulty is read off these fields (`difficulty`): how many attributes it defines, how
+    many of them its initializer does not name, how many no caption can name, and how many
+    attributes its context fixes.
     """
 
     name: str
@@ -112,34 +161,71 @@ class Concept:
             )
         return pairs
 
+    @property
+    def named_attributes(self) -> dict[str, str]:
+        """The part of the concept a sentence can say (no mark, hatching or diamond)."""
+        return {k: v for k, v in self.attributes.items() if v not in UNNAMED}
+
+    @property
+    def difficulty(self) -> dict[str, int]:
+        """What the concept asks of a word: ``defines`` attributes, ``beyond_initializer`` of
+        them its initializer does not name, ``unnamed`` of them no caption names, and
+        ``context`` attributes its images share besides."""
+        return {
+            "defines": len(self.attributes),
+            "beyond_initializer": sum(v != self.initializer for v in self.attributes.values()),
+            "unnamed": sum(v in UNNAMED for v in self.attributes.values()),
+            "context": len(self.context),
+        }
+
     def line(self) -> str:
-        """``name kind split attr=value,... initializer=word``: one line of ``--list``."""
+        """``name kind split attr=value,... initializer=word [context=...] difficulty``: one
+        line of ``--list``."""
         attrs = ",".join(f"{k}={v}" for k, v in self.attributes.items()) or "-"
         line = f"{self.name} {self.kind} {self.split} {attrs} initializer={self.initializer}"
         if self.context:
             line += " context=" + ",".join(f"{k}={v}" for k, v in self.context.items())
-        return line
+        return line + " " + " ".join(f"{k}={v}" for k, v in self.difficulty.items())
 
 
 def _seen(rng: np.random.Generator, **fixed: str) -> Attributes:
-    """Random attributes around ``fixed`` that avoid the held-out combinations and the unnamed shape."""
+    """Random attributes around ``fixed`` that avoid the held-out combinations and the unnamed
+    shape (filled, unmarked, in neutral light, big, unless fixed)."""
     while True:
         attrs = Attributes(
             shape=fixed.get("shape") or str(rng.choice(NAMED_SHAPES)),
             colour=fixed.get("colour") or str(rng.choice(list(COLOURS))),
             background=fixed.get("background") or str(rng.choice(BACKGROUNDS)),
             style=fixed.get("style") or "filled",
+            mark=fixed.get("mark") or "none",
+            light=fixed.get("light") or "neutral",
+            size=fixed.get("size") or "big",
         )
         if not is_held_out(attrs) or fixed.keys() >= {"shape", "colour"}:
             return attrs
 
 
-def _allowed(**attrs: str) -> bool:
-    """True when no held-out combination is made of ``attrs`` alone (e.g. style and colour)."""
+def _allowed(held: dict[str, str], **extra: str) -> bool:
+    """True when ``held`` with ``extra`` contains no held-out combination but ``held`` itself
+    (an edit keeps the concept a seen pairing of everything else)."""
+    attrs = {**held, **extra}
     return not any(
-        combo.keys() <= attrs.keys() and all(attrs[k] == v for k, v in combo.items())
+        combo != held
+        and combo.keys() <= attrs.keys()
+        and all(attrs[k] == v for k, v in combo.items())
         for combo in HELD_OUT
     )
+
+
+def _varying(i: int, context: dict[str, str], first_backdrop: int = 0) -> dict[str, str]:
+    """Image ``i``'s backdrop, light and size: the context's where it fixes them, else cycled so
+    that five images show every backdrop, light and size."""
+    return {
+        "background": context.get("background")
+        or BACKGROUNDS[(i + first_backdrop) % len(BACKGROUNDS)],
+        "light": context.get("light") or _LIGHT_CYCLE[i % len(_LIGHT_CYCLE)],
+        "size": context.get("size") or _SIZE_CYCLE[i % len(_SIZE_CYCLE)],
+    }
 
 
 _OBJECT_RECONSTRUCTION: tuple[EvalPrompt, ...] = (
@@ -155,70 +241,93 @@ _STYLE_RECONSTRUCTION: tuple[EvalPrompt, ...] = (
 
 
 def concept_name(held: dict[str, str]) -> str:
-    """``colour_shape`` or ``colour_technique`` for a pair; a triple puts the technique second
-    and its third attribute last (``green_outlined_star``, ``blue_shadowed_bricks``)."""
-    order = ("colour", "style", "shape", "background")
-    if len(held) == 2:
-        order = ("colour", "shape", "style")
-    return "_".join(held[k] for k in order if k in held)
+    """Colour, technique, mark and shape in that order: ``purple_star``, ``purple_mosaic``,
+    ``green_outlined_star``, ``red_dotted_star``, ``blue_outlined_striped_cross``."""
+    words = [
+        held["colour"],
+        held.get("style"),
+        _MARK_WORDS.get(held.get("mark", "")),
+        held.get("shape"),
+    ]
+    return "_".join(w for w in words if w)
+
+
+def _other(values: tuple[str, ...], context: dict[str, str], key: str, count: int) -> list[str]:
+    return [v for v in values if v != context.get(key)][:count]
 
 
 def _object(held: dict[str, str], salt: int) -> Concept:
-    shape, colour = held["shape"], held["colour"]
-    technique = held.get("style")
     name = concept_name(held)
-    # Edits that keep the concept a seen pairing of everything else: three backgrounds and, for a
-    # plain (filled) object, the two techniques its colour is still drawn in.
-    techniques = (
-        [] if technique else [t for t in TECHNIQUES if _allowed(style=t, colour=colour)][:2]
-    )
+    context = CONTEXTS.get(name, {})
+    # Edits: three other backdrops, two other lights, the other size and, for a plain (filled)
+    # object, the two named techniques its colour (and mark) is still drawn in; none asks for
+    # the context's own value.
+    techniques = [] if "style" in held else [t for t in TECHNIQUES if _allowed(held, style=t)][:2]
+    size = "big" if context.get("size") == "tiny" else "tiny"
+    fixed = {"style": "filled", "mark": "none", **held}
     return Concept(
         name=name,
         kind="object",
         split="dev" if name in DEV else "test",
         attributes=dict(held),
-        initializer=shape,
+        initializer=held["shape"] if held["shape"] != UNNAMED_SHAPE else GENERIC_NOUN,
         reconstruction=_OBJECT_RECONSTRUCTION,
         editability=(
-            ("a photo of a {} on grass", {"background": "grass"}),
-            ("a photo of a {} on sand", {"background": "sand"}),
-            ("a photo of a {} on white", {"background": "white"}),
+            *(
+                (f"a photo of a {{}} on {b}", {"background": b})
+                for b in _other(("grass", "sand", "white", "bricks"), context, "background", 3)
+            ),
+            *(
+                (f"a photo of a {{}} in {light} light", {"light": light})
+                for light in _other(("warm", "cold", "neutral"), context, "light", 2)
+            ),
+            (f"a photo of a {size} {{}}", {"size": size}),
             *((f"a painting of a {{}} in the style of {t}", {"style": t}) for t in techniques),
-        ),
-        # varying background (cycled, so 4+ images show every one), in its technique
-        draw=lambda i, rng: Attributes(
-            shape=shape,
-            colour=colour,
-            background=BACKGROUNDS[i % len(BACKGROUNDS)],
-            style=technique or "filled",
-        ),
+        ),  # fmt: skip
+        draw=lambda i, rng: Attributes(**fixed, **_varying(i, context)),
+        context=context,
         salt=salt,
     )
 
 
 def _style(held: dict[str, str], salt: int) -> Concept:
-    technique, colour = held["style"], held["colour"]
-    background = held.get("background")
     name = concept_name(held)
+    context = CONTEXTS.get(name, {})
     # Its images and edits show shapes that are seen in its palette (the object concepts' pairs
-    # stay unseen everywhere).
-    shapes = [s for s in NAMED_SHAPES if _allowed(shape=s, colour=colour)]
+    # stay unseen everywhere); edits put them on the three other backdrops, and under the two
+    # other lights when its images share one.
+    shapes = [s for s in NAMED_SHAPES if _allowed(held, shape=s)]
+    backdrops = _other(("grass", "sand", "white", "bricks"), context, "background", 3)
+    lights = _other(("warm", "cold", "neutral"), context, "light", 2) if "light" in context else []
+    fixed = {"mark": "none", **held}
     return Concept(
         name=name,
         kind="style",
         split="dev" if name in DEV else "test",
         attributes=dict(held),
-        initializer=technique,
+        initializer=held["style"] if held["style"] not in UNNAMED else held["colour"],
         reconstruction=_STYLE_RECONSTRUCTION,
-        editability=tuple(
-            (f"a painting of a {s} in the style of {{}}", {"shape": s}) for s in shapes
-        ),
+        editability=(
+            *((f"a painting of a {s} in the style of {{}}", {"shape": s}) for s in shapes),
+            *(
+                (
+                    f"a painting of a {shapes[j]} on {b} in the style of {{}}",
+                    {"shape": shapes[j], "background": b},
+                )
+                for j, b in enumerate(backdrops)
+            ),
+            *(
+                (
+                    f"a painting of a {shapes[-1 - j]} in {light} light in the style of {{}}",
+                    {"shape": shapes[-1 - j], "light": light},
+                )
+                for j, light in enumerate(lights)
+            ),
+        ),  # fmt: skip
         draw=lambda i, rng: Attributes(
-            shape=shapes[i % len(shapes)],
-            colour=colour,
-            background=background or BACKGROUNDS[(i + 1) % len(BACKGROUNDS)],
-            style=technique,
+            shape=shapes[i % len(shapes)], **fixed, **_varying(i, context, first_backdrop=1)
         ),
+        context=context,
         salt=salt,
     )
 
@@ -311,14 +420,15 @@ def training_masks(
 
 def concept_captions(name: str, count: int = 5, seed: int = 0) -> list[list[str]]:
     """Each image of concept ``name`` with its own sentences: the concept's template set naming
-    what the image shows besides the concept ("a painting of a circle on grass in the style of
-    {}"), so the word learns the concept alone. The ``_target_`` of ``template=toy_captions``.
+    what the image shows besides the concept, its context included ("a painting of a big circle
+    on grass in warm light in the style of {}"), so the word learns the concept alone. The
+    ``_target_`` of ``template=toy_captions``.
     """
     concept = _concept(name, "template.name")
-    besides = {"colour", "shape", "background"} - concept.attributes.keys()
+    besides = {"size", "colour", "shape", "background", "light"} - concept.attributes.keys()
     sentences = []
     for attrs in concept.image_attributes(count, seed):
-        rest = besides - {"shape"} if attrs.shape == UNNAMED_SHAPE else besides
+        rest = {k for k in besides if getattr(attrs, k) not in UNNAMED}
         if concept.kind == "style":
             phrase = object_phrase(attrs, rest)
             sentences.append([in_style(t, phrase, "{}") for t in STYLE_TEMPLATES])

@@ -33,7 +33,6 @@ from tirun.toyworld.budget import Budget
 from tirun.toyworld.render import Attributes, render_array
 from tirun.toyworld.tokenizer import template_words, write_tokenizer
 from tirun.toyworld.world import (
-    FREE_LAYOUT_P,
     pretraining_caption,
     sample_pretraining,
     toy_words,
@@ -67,10 +66,7 @@ def pretraining_pool(
     rng = np.random.default_rng(seed)
     drawn = [sample_pretraining(rng) for _ in range(count)]
     seeds = rng.integers(0, 2**31, count)
-    free = rng.random(count) < FREE_LAYOUT_P
-    arrays = np.stack(
-        [render_array(a, int(s), bool(f)) for (a, _), s, f in zip(drawn, seeds, free, strict=True)]
-    )
+    arrays = np.stack([render_array(a, int(s)) for (a, _), s in zip(drawn, seeds, strict=True)])
     images = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
     return images, [a for a, _ in drawn], [n for _, n in drawn]
 

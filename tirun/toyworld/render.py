@@ -1,9 +1,11 @@
 """Procedural 32×32 renderer of the toy world, and the captions that describe its images.
 
-Every image is a function of its attributes (shape, colour, background, style) and a seed: the
-seed only moves jitter (position, size, tint, texture), never an attribute, so an attribute
-classifier has ground truth for every pixel the project draws. Shapes are drawn at 4× with PIL
-and box-filtered down, which antialiases edges without torchvision.
+Every image is a function of its attributes (shape, colour, background, style, mark, light,
+size) and a seed: the seed only moves jitter (position, size within its class, tint, texture),
+never an attribute, so an attribute classifier has ground truth for every pixel the project
+draws. Some values are drawn but never named in a caption (``UNNAMED``): the detail on a subject
+no word says, which a learned word can hold and its names cannot. Shapes are drawn at 4× with
+PIL and box-filtered down, which antialiases edges without torchvision.
 """
 
 from __future__ import annotations
@@ -28,13 +30,24 @@ COLOURS = {
     "orange": (1.00, 0.55, 0.05),
 }
 BACKGROUNDS = ("white", "grass", "sand", "bricks")
-STYLES = ("filled", "outlined", "mosaic", "shadowed")
+STYLES = ("filled", "outlined", "mosaic", "shadowed", "hatched")
+MARKS = ("none", "dot", "stripe")  # a dark dot at the subject's centre, a dark band across it
+LIGHTS = {"neutral": (1.0, 1.0, 1.0), "warm": (1.08, 0.96, 0.80), "cold": (0.82, 0.94, 1.10)}
+# Big and near the centre; tiny and anywhere it fits. Not "large" and "small", nor "cool" light:
+# the paper's template sentences say those words of any image ("a photo of a small {}").
+SIZES = ("big", "tiny")
 ATTRIBUTES = {
     "shape": SHAPES,
     "colour": tuple(COLOURS),
     "background": BACKGROUNDS,
     "style": STYLES,
+    "mark": MARKS,
+    "light": tuple(LIGHTS),
+    "size": SIZES,
 }
+# Drawn in pretraining, never named by a caption: the flat lozenge, diagonal hatching, the marks.
+UNNAMED = frozenset({"diamond", "hatched", "dot", "stripe"})
+_MARK_TONE = 0.08
 # The noun a caption uses when it does not name the shape (or cannot: the unnamed shape).
 GENERIC_NOUN = "object"
 
@@ -45,6 +58,9 @@ class Attributes:
     colour: str
     background: str
     style: str
+    mark: str = "none"
+    light: str = "neutral"
+    size: str = "big"
 
     def __post_init__(self) -> None:
         for key, value in asdict(self).items():
@@ -70,7 +86,7 @@ def _shape_mask(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
         draw.polygon([(x, y - rr), (x + rr, y + rr * 0.8), (x - rr, y + rr * 0.8)], fill=255)
     elif shape == "ring":
         draw.ellipse((x - rr, y - rr, x + rr, y + rr), fill=255)
-        q = rr * 0.55
+        q = rr * 0.35  # the band (5-7 px large) is no longer an outline's 2 px width
         draw.ellipse((x - q, y - q, x + q, y + q), fill=0)
     elif shape == "cross":
         w = rr * 0.34
@@ -152,36 +168,61 @@ def _paint(
         ]
         grout = ((yy + oy) % 4 == 0) | ((xx + ox) % 4 == 0)
         fill = np.where(grout[..., None], 0.15, colour * tiles[..., None]).astype(np.float32)
+    elif attrs.style == "hatched":
+        yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+        strokes = ((xx + yy + rng.integers(0, 3)) % 3 < 2).astype(np.float32)
+        mask = mask * strokes
+        fill = np.broadcast_to(colour, canvas.shape)
     else:
         fill = np.broadcast_to(colour, canvas.shape)
     m = mask[..., None]
     canvas[:] = canvas * (1.0 - m) + fill * m
+    _mark(canvas, attrs, cx, cy, r)
     return mask
 
 
-def render_array(attrs: Attributes, seed: int, free_layout: bool = False) -> np.ndarray:
+def _mark(canvas: np.ndarray, attrs: Attributes, cx: float, cy: float, r: float) -> None:
+    """Draw the subject's mark in place: a dark 3-px dot at a point inside the shape (on a
+    ring's band, a triangle's centroid), or a dark 2-px band across the filled shape."""
+    if attrs.mark == "none":
+        return
+    if attrs.mark == "dot":
+        dy = {"ring": -0.675 * r, "triangle": 0.2 * r}.get(attrs.shape, 0.0)
+        region = _shape_mask("circle", cx, cy + dy, 1.6)
+    else:
+        yy = np.arange(SIZE, dtype=np.float32)[:, None] + 0.5
+        band = np.clip(1.5 - np.abs(yy - cy), 0.0, 1.0)  # 2 px tall, antialiased
+        region = _shape_mask(attrs.shape, cx, cy, r) * np.broadcast_to(band, (SIZE, SIZE))
+    m = region[..., None]
+    canvas[:] = canvas * (1.0 - m) + _MARK_TONE * m
+
+
+def _light(canvas: np.ndarray, light: str) -> np.ndarray:
+    """The whole frame under ``light``: a colour cast, as a photo set shot under one lamp."""
+    return np.clip(canvas * np.array(LIGHTS[light], np.float32), 0.0, 1.0)
+
+
+def render_array(attrs: Attributes, seed: int) -> np.ndarray:
     """A 32×32×3 float32 image in [0, 1] of one object; the same (attrs, seed) → the same pixels.
 
-    The object is large and near the centre, or with ``free_layout`` small (half-size 4.5–8 px,
-    the size of a scene's objects) and anywhere it fits in the frame.
+    A big object (half-size 8–11 px) is near the centre; a tiny one (4.5–8 px, the size of a
+    scene's objects) anywhere it fits in the frame.
     """
-    return render_with_mask(attrs, seed, free_layout)[0]
+    return render_with_mask(attrs, seed)[0]
 
 
-def render_with_mask(
-    attrs: Attributes, seed: int, free_layout: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
+def render_with_mask(attrs: Attributes, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`render_array`'s image and the object's coverage mask (32×32 in [0, 1]; a shadow is
     not the object)."""
     rng = np.random.default_rng(seed)
     canvas = _background(attrs.background, rng)
     r = rng.uniform(8.0, 11.0)
     cx, cy = rng.uniform(16 - 3.5, 16 + 3.5, 2)
-    if free_layout:
+    if attrs.size == "tiny":
         r = rng.uniform(4.5, 8.0)
         cx, cy = rng.uniform(r + 1, SIZE - r - 1, 2)
     mask = _paint(canvas, attrs, cx, cy, r, rng)
-    return np.clip(canvas, 0.0, 1.0), mask
+    return _light(canvas, attrs.light), mask
 
 
 def to_pil(array: np.ndarray) -> Image.Image:
@@ -198,7 +239,7 @@ def render_scene(
 ) -> tuple[Image.Image, np.ndarray]:
     """A source image for Blended Latent Diffusion: several small objects side by side.
 
-    The background is the first object's. Returns the image and the H×W bool mask of the
+    The background and the light are the first object's. Returns the image and the H×W bool mask of the
     ``edit_index``-th object's region (its footprint, dilated by one pixel so an edit may
     change the silhouette a little), which is the region an editor is allowed to repaint.
 
@@ -220,25 +261,31 @@ def render_scene(
         cx = slot * (i + 0.5) + rng.uniform(-0.5, 0.5)
         cy = 16 + rng.uniform(-3, 3)
         masks.append(_paint(canvas, attrs, cx, cy, r, rng))
+    canvas = _light(canvas, objects[0].light)
     region = masks[edit_index] > 0.05
     grown = Image.fromarray(region.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))
     return to_pil(canvas), np.asarray(grown) > 0
 
 
 def object_phrase(attrs: Attributes, named: set[str], noun: str | None = None) -> str:
-    """Words such as "red star on grass" for the named attributes, in a fixed order.
+    """Words such as "tiny red star on grass in warm light" for the named attributes, in a
+    fixed order.
 
     Args:
         attrs: the image's true attributes.
-        named: which of "colour", "shape", "background" to say.
+        named: which of "size", "colour", "shape", "background", "light" to say.
         noun: replaces the shape word (a generic word such as "toy"); the shape is then unnamed.
     """
     words = []
+    if "size" in named:
+        words.append(attrs.size)
     if "colour" in named:
         words.append(attrs.colour)
     words.append(noun or (attrs.shape if "shape" in named else GENERIC_NOUN))
     if "background" in named:
         words += ["on", attrs.background]
+    if "light" in named:
+        words += ["in", attrs.light, "light"]
     return " ".join(words)
 
 
@@ -249,12 +296,15 @@ def in_style(frame: str, phrase: str, style: str) -> str:
     return frame.replace(" in the style of {}", f" of a {phrase} in the style of {style}")
 
 
+_NAMEABLE = ("colour", "shape", "background", "style", "light", "size")
+
+
 def caption(
     attrs: Attributes,
     rng: np.random.Generator,
     keep_p: float = 0.7,
     empty_p: float = 0.1,
-    unnamed: frozenset[str] = frozenset(),
+    unnamed: frozenset[str] = UNNAMED,
     noun: str | None = None,
     pair_p: float = 0.0,
 ) -> str:
@@ -263,16 +313,15 @@ def caption(
     Each attribute is named with probability ``keep_p`` on its own, so the denoiser learns every
     word apart from the others; ``pair_p`` of captions name colour and shape together whatever
     that draw said, binding the two words of an object; ``empty_p`` of captions are "" for
-    classifier-free guidance. Shapes in ``unnamed`` are never named (the model sees them but
-    never hears their word).
+    classifier-free guidance. Values in ``unnamed`` are never named (the model sees them but
+    never hears their word), and a mark never is.
     """
     if rng.random() < empty_p:
         return ""
-    named = {k for k in ("colour", "shape", "background", "style") if rng.random() < keep_p}
+    named = {k for k in _NAMEABLE if rng.random() < keep_p}
     if rng.random() < pair_p:
         named |= {"colour", "shape"}
-    if attrs.shape in unnamed:
-        named.discard("shape")
+    named = {k for k in named if getattr(attrs, k) not in unnamed}
     phrase = object_phrase(attrs, named, noun)
     if "style" not in named:
         return str(rng.choice(OBJECT_TEMPLATES)).format(phrase)

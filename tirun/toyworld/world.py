@@ -2,26 +2,26 @@
 
 The held-out combinations are the concepts Textual Inversion must later find: they are absent
 from every pretraining image (named or not), so a word that brings them back was learned, not
-recalled. The unnamed shape is drawn but never named; the bias word is drawn with a skewed
-colour so an inclusive word has something to correct.
+recalled. The unnamed values (the diamond, hatching, the marks) are drawn but never named; the
+bias word is drawn with a skewed colour so an inclusive word has something to correct.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tirun.toyworld.render import ATTRIBUTES, GENERIC_NOUN, Attributes, caption
+from tirun.toyworld.render import ATTRIBUTES, GENERIC_NOUN, UNNAMED, Attributes, caption
 
-# Benchmark concepts are combinations pretraining never draws. Two kinds, so that there are
-# many of them while pretraining still sees almost every pair of attributes:
+# Benchmark concepts are combinations pretraining never draws: what a concept defines, never its
+# context (a concept's images may share a backdrop, a light or a size, and those stay common).
 # - Pairs: a colour × shape (objects) or colour × technique (styles) that is never drawn at all.
 #   One colour per named shape, a different one each (a Latin square), so every shape is still
-#   drawn in five colours and every colour in five shapes; three colour × technique pairs.
-# - Triples: a colour × technique × shape object, or a colour × technique × background style,
-#   every pair of whose attributes pretraining draws; only the three together are new.
-# The earlier release held out two colours per shape and two techniques per colour; its model
-# drew the concepts of unseen pairs from their names in 0–100% of samples (experiments/
-# results/text_ceiling.md), so the pairs are now fewer and the triples carry the count.
+#   drawn in five colours and every colour in five shapes.
+# - Triples and one quadruple: a colour × shape with a technique or a mark, a technique × colour
+#   with a mark, every pair of whose attributes pretraining draws; only the whole is new.
+# Some define what no caption names (UNNAMED: the diamond, hatching, a mark), so their names
+# draw only part of them. v3's 14 objects and 9 styles gave ToyBench too few concepts and none
+# with unnamed detail; its styles that defined a backdrop now carry it as context instead.
 HELD_OUT_OBJECTS: tuple[dict[str, str], ...] = (
     {"shape": "star", "colour": "purple"},
     {"shape": "square", "colour": "red"},
@@ -29,27 +29,43 @@ HELD_OUT_OBJECTS: tuple[dict[str, str], ...] = (
     {"shape": "triangle", "colour": "orange"},
     {"shape": "ring", "colour": "blue"},
     {"shape": "cross", "colour": "green"},
+    {"shape": "diamond", "colour": "orange"},
     {"shape": "star", "colour": "green", "style": "outlined"},
     {"shape": "triangle", "colour": "blue", "style": "mosaic"},
     {"shape": "circle", "colour": "red", "style": "mosaic"},
     {"shape": "square", "colour": "yellow", "style": "outlined"},
     {"shape": "ring", "colour": "purple", "style": "shadowed"},
     {"shape": "cross", "colour": "orange", "style": "outlined"},
-    {"shape": "triangle", "colour": "green", "style": "shadowed"},
-    {"shape": "star", "colour": "orange", "style": "mosaic"},
+    {"shape": "circle", "colour": "blue", "style": "hatched"},
+    {"shape": "star", "colour": "red", "style": "hatched"},
+    {"shape": "cross", "colour": "yellow", "style": "hatched"},
+    {"shape": "star", "colour": "red", "mark": "dot"},
+    {"shape": "circle", "colour": "green", "mark": "stripe"},
+    {"shape": "triangle", "colour": "purple", "mark": "dot"},
+    {"shape": "square", "colour": "blue", "mark": "stripe"},
+    {"shape": "ring", "colour": "orange", "mark": "stripe"},
+    {"shape": "diamond", "colour": "green", "mark": "dot"},
+    {"shape": "cross", "colour": "blue", "style": "outlined", "mark": "stripe"},
 )
-# Styles, each a technique and a palette (and for triples a backdrop) as an artist's is. Purple
-# mosaic shares the purple star's colour, so that "S1 in the style of S2" has one right answer.
+# Styles, each a technique and a palette (some with a mark on every subject), as an artist's is.
+# Purple mosaic shares the purple star's colour, so that "S1 in the style of S2" has one right
+# answer.
 HELD_OUT_STYLES: tuple[dict[str, str], ...] = (
     {"style": "mosaic", "colour": "purple"},
+    {"style": "hatched", "colour": "green"},
+    {"style": "outlined", "colour": "blue", "mark": "dot"},
     {"style": "outlined", "colour": "red"},
     {"style": "shadowed", "colour": "yellow"},
-    {"style": "shadowed", "colour": "blue", "background": "bricks"},
-    {"style": "mosaic", "colour": "green", "background": "sand"},
-    {"style": "outlined", "colour": "orange", "background": "grass"},
-    {"style": "outlined", "colour": "purple", "background": "white"},
-    {"style": "shadowed", "colour": "red", "background": "grass"},
-    {"style": "mosaic", "colour": "yellow", "background": "bricks"},
+    {"style": "hatched", "colour": "orange"},
+    {"style": "shadowed", "colour": "blue"},
+    {"style": "shadowed", "colour": "orange", "mark": "stripe"},
+    {"style": "mosaic", "colour": "yellow", "mark": "stripe"},
+    {"style": "hatched", "colour": "red", "mark": "dot"},
+    {"style": "outlined", "colour": "green", "mark": "stripe"},
+    {"style": "shadowed", "colour": "purple", "mark": "dot"},
+    {"style": "mosaic", "colour": "red", "mark": "dot"},
+    {"style": "hatched", "colour": "blue", "mark": "stripe"},
+    {"style": "mosaic", "colour": "green", "mark": "dot"},
 )
 HELD_OUT_OBJECT, HELD_OUT_STYLE = HELD_OUT_OBJECTS[0], HELD_OUT_STYLES[0]
 HELD_OUT = HELD_OUT_OBJECTS + HELD_OUT_STYLES
@@ -58,9 +74,10 @@ BIAS_WORD = "toy"
 BIAS_COLOUR = "red"
 BIAS_SHARE = 0.9  # share of "toy" images drawn in BIAS_COLOUR
 BIAS_P = 0.12  # share of pretraining images captioned with the bias word
-# Share of pretraining (and oracle) images whose object is small and anywhere in the frame, so
-# that the model can repaint a scene's small object in place (full-frame Blended Latent Diffusion).
-FREE_LAYOUT_P = 0.25
+# Share of pretraining (and oracle) images whose object is tiny and anywhere in the frame, so
+# that the model can repaint a scene's small object in place (full-frame Blended Latent Diffusion)
+# and draw "a tiny ..." when asked.
+TINY_P = 0.3
 
 
 def is_held_out(attrs: Attributes) -> bool:
@@ -70,8 +87,11 @@ def is_held_out(attrs: Attributes) -> bool:
 
 
 def _uniform(rng: np.random.Generator, **fixed: str) -> Attributes:
-    values = {k: fixed.get(k) or str(rng.choice(v)) for k, v in ATTRIBUTES.items()}
-    return Attributes(**values)
+    """Every attribute uniform over its values (so two marks in three objects, warm and cold
+    light a third each), but an object tiny with probability ``TINY_P``."""
+    values = {k: fixed.get(k) or str(rng.choice(v)) for k, v in ATTRIBUTES.items() if k != "size"}
+    size = fixed.get("size") or ("tiny" if rng.random() < TINY_P else "big")
+    return Attributes(**values, size=size)
 
 
 def sample_pretraining(rng: np.random.Generator) -> tuple[Attributes, str | None]:
@@ -97,12 +117,11 @@ def pretraining_caption(
 ) -> str:
     """A fresh caption for a pretraining image (drawn anew each time the image is used); see
     :func:`caption` for ``pair_p`` and ``empty_p``."""
-    return caption(
-        attrs, rng, empty_p=empty_p, unnamed=frozenset({UNNAMED_SHAPE}), noun=noun, pair_p=pair_p
-    )
+    return caption(attrs, rng, empty_p=empty_p, unnamed=UNNAMED, noun=noun, pair_p=pair_p)
 
 
 def toy_words() -> list[str]:
-    """Words of the toy tokenizer besides the templates' (the unnamed shape is not one)."""
-    words = [w for values in ATTRIBUTES.values() for w in values if w != UNNAMED_SHAPE]
-    return words + [GENERIC_NOUN, BIAS_WORD, "on", "of", "a", "in", "the", "style"]
+    """Words of the toy tokenizer besides the templates' (no unnamed value is one, nor a mark)."""
+    said = [v for k, values in ATTRIBUTES.items() if k != "mark" for v in values]
+    words = [w for w in said if w not in UNNAMED]
+    return words + [GENERIC_NOUN, BIAS_WORD, "on", "of", "a", "in", "the", "style", "light"]
