@@ -128,16 +128,20 @@ def build_vocab(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, s
         vocab.setdefault(symbol, len(vocab))
     kept: list[tuple[str, str]] = []
     for left, right in merges:
-        if left + right not in vocab:
-            vocab[left + right] = len(vocab)
-            kept.append((left, right))
+        # every merge is kept, even one whose result an earlier merge made: a word may be
+        # reachable only through it
+        vocab.setdefault(left + right, len(vocab))
+        kept.append((left, right))
     vocab[BOS] = len(vocab)
     vocab[EOS] = len(vocab)
     return vocab, kept
 
 
 def write_tokenizer(words: Iterable[str], out_dir: str | Path, max_length: int = 77) -> Path:
-    """Write a CLIP tokenizer folder that ``CLIPTokenizer.from_pretrained`` reads offline."""
+    """Write a CLIP tokenizer folder that ``CLIPTokenizer.from_pretrained`` reads offline, and
+    check that it makes every word of ``words`` one token (a ValueError names those it splits:
+    the toy model v4's tokenizer, written without this check, split six of its words)."""
+    words = list(words)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vocab, merges = build_vocab(words)
@@ -161,6 +165,13 @@ def write_tokenizer(words: Iterable[str], out_dir: str | Path, max_length: int =
     (out / "special_tokens_map.json").write_text(
         json.dumps({"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS})
     )
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(out)
+    pieces = {p for w in words for p in re.findall(r"[a-z]+", w.lower())}
+    split = sorted(p for p in pieces if len(tokenizer.tokenize(p)) != 1)
+    if split:
+        raise ValueError(f"the tokenizer written to {out} splits {split}; rebuild it")
     return out
 
 
