@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import ROOT, tirun_process
 from tirun import report
+from tirun.toyworld.concepts import split
 
 pytestmark = pytest.mark.slurm
 
@@ -322,13 +323,14 @@ def test_toybench_runs_its_jobs_on_the_cluster_and_writes_its_report(tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         runs = ROOT / "toybench_runs" / name
         jobs = sorted(runs.glob("[0-9]*/metrics.json"))
-        assert len(jobs) == 6 and all(
+        dev = len(split("dev"))
+        assert len(jobs) == dev and all(
             json.loads(j.read_text())["status"] == "finished" for j in jobs
         )
         assert list((runs / ".submitit").glob("*_0")), "the jobs ran through SLURM"
         results = ROOT / "experiments" / "results" / "toybench" / name
         assert (results / "summary.md").is_file()
-        assert len((results / "per_concept.csv").read_text().splitlines()) == 1 + 6
+        assert len((results / "per_concept.csv").read_text().splitlines()) == 1 + dev
     finally:
         shutil.rmtree(ROOT / "toybench_runs" / name, ignore_errors=True)
         shutil.rmtree(ROOT / "experiments" / "results" / "toybench" / name, ignore_errors=True)
