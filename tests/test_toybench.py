@@ -158,6 +158,12 @@ def test_a_run_scores_the_initializer_every_snapshot_and_the_final_word(tmp_path
     assert len(bench["outcomes"]["reconstruction"]) == 3 * 1  # 3 prompts, ceil(2/3) each
     assert (tmp_path / "paper" / "0" / "samples" / "toybench" / "final.png").is_file()
 
+    # a figure that reads last words only skips the step-0 score, the same word in every row
+    last = _tiny_bench(tmp_path / "last" / "0", "application.initializer=false",
+                       "application.every=4")  # fmt: skip
+    assert [p["step"] for p in last["applications"]["toybench"]["curve"]] == [4]
+    assert last["applications"]["toybench"]["initializer"] is None
+
     common = _tiny_bench(tmp_path / "common" / "0", "train.loop=common")
     assert common["loop"] == "common" and len(common["snapshots"]) == 2
     assert [p["step"] for p in common["applications"]["toybench"]["curve"]] == [0, 2, 4]

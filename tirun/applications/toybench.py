@@ -10,7 +10,9 @@ from tirun.applications.context import Context, Sampling
 from tirun.toybench.score import score_word
 
 
-def run(ctx: Context, *, samples_per_set: int, every: int, sampling: dict) -> dict:
+def run(
+    ctx: Context, *, samples_per_set: int, every: int, sampling: dict, initializer: bool = True
+) -> dict:
     """Score the initializer (step 0), the run's snapshots every ``every`` steps and its final
     word; the curve and the final scores go to `applications.toybench` in `metrics.json`.
 
@@ -19,6 +21,8 @@ def run(ctx: Context, *, samples_per_set: int, every: int, sampling: dict) -> di
         samples_per_set: samples per prompt set.
         every: which snapshots to score (steps that are multiples of it).
         sampling: `application.sampling`.
+        initializer: score the word the run started from at step 0; a figure that reads last
+            words only (the paper's rows, whose step 0 is the same word in every row) skips it.
     """
     if ctx.concept is None:
         raise ValueError("toybench scores toy concepts: set dataset.concept (see --list)")
@@ -27,7 +31,7 @@ def run(ctx: Context, *, samples_per_set: int, every: int, sampling: dict) -> di
     settings = Sampling(**sampling)
     metrics_file = ctx.run_dir / "metrics.json"
     trained = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    points = [{"step": 0, "seconds": 0.0, "file": None}]
+    points = [{"step": 0, "seconds": 0.0, "file": None}] if initializer else []
     points += [s for s in trained.get("snapshots", []) if every and s["step"] % every == 0]
     final = {
         "step": trained.get("steps"),
@@ -77,7 +81,7 @@ def run(ctx: Context, *, samples_per_set: int, every: int, sampling: dict) -> di
         "samples_per_set": samples_per_set,
         "curve": curve,
         "final": curve[-1],
-        "initializer": curve[0],
+        "initializer": curve[0] if curve[0]["step"] == 0 else None,
         "kept_step": kept,
         "last_word": last_word,
         "outcomes": outcomes,
