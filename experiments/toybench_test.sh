@@ -21,6 +21,7 @@ else
   export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 fi
 B4=(train.batch_size=4 optimizer.lr=1e-2 train.max_steps=200)   # the dev split's batch-4 recipe
+LAST=(application.every=400 application.initializer=false)        # the last word scored, alone
 # test-paper-validated-{1,3}seeds keep the word at its best validation score (the oracle reading
 # a grid on seeds of its own every 50 steps) and record the fixed-batch loss every 10 steps
 # without stopping, so `python -m experiments.calibrate --chosen` replays DVAR on them.
@@ -65,14 +66,14 @@ declare -A RUNS=(
   # v4-*: the paper's figure on the toy model v4 (30 test concepts): the same eight rows as
   # v3's, every one scored at its last word only (the reference too: the figure reads finals;
   # the step-0 word is the same in every row, so none scores it)
-  [v4-test-one-3seeds]="application.every=400 application.initializer=false"
-  [v4-test-two-3seeds]="word.num_vectors=2 application.every=400 application.initializer=false"
-  [v4-test-three-3seeds]="word.num_vectors=3 application.every=400 application.initializer=false"
-  [v4-test-progressive-3seeds]="word.num_vectors=3 word.progressive_every=160 application.every=400 application.initializer=false"
-  [v4-test-image-tokens-3seeds]="word.image_tokens=true application.every=400 application.initializer=false"
-  [v4-test-l2-3seeds]="word.init_l2=1e-3 application.every=400 application.initializer=false"
-  [v4-test-lr1e-4-3seeds]="optimizer.lr=1e-4 application.every=400 application.initializer=false"
-  [v4-test-lr2e-2-3seeds]="optimizer.lr=2e-2 application.every=400 application.initializer=false"
+  [v4-test-one-3seeds]="${LAST[*]}"
+  [v4-test-two-3seeds]="word.num_vectors=2 ${LAST[*]}"
+  [v4-test-three-3seeds]="word.num_vectors=3 ${LAST[*]}"
+  [v4-test-progressive-3seeds]="word.num_vectors=3 word.progressive_every=160 ${LAST[*]}"
+  [v4-test-image-tokens-3seeds]="word.image_tokens=true ${LAST[*]}"
+  [v4-test-l2-3seeds]="word.init_l2=1e-3 ${LAST[*]}"
+  [v4-test-lr1e-4-3seeds]="optimizer.lr=1e-4 ${LAST[*]}"
+  [v4-test-lr2e-2-3seeds]="optimizer.lr=2e-2 ${LAST[*]}"
   [test-paper-3seeds]=""
   [test-common-3seeds]="train.loop=common"
   [test-fast-3seeds]="${B4[*]}"
