@@ -34,17 +34,24 @@ METRICS = ("reconstruction", "editability", "adherence", "leak")
 # (the edit, concept or not).
 PLANES = (("editability", "editability (ToyBench: edit and concept)"),
           ("adherence", "prompt adherence (the paper's editability)"))  # fmt: skip
+
+
 # Kinds of concept a result is also read by (v4's difficulty, recorded with each word): what a
-# recipe gains or loses may sit in one kind only.
+# recipe gains or loses may sit in one kind only. Words scored before v4 recorded no difficulty
+# and count as objects or styles only.
+def _difficulty(key: str, test):
+    return lambda w: w.difficulty is not None and test(w.difficulty[key])
+
+
 KINDS = (
     ("objects", lambda w: w.kind == "object"),
     ("styles", lambda w: w.kind == "style"),
-    ("all named", lambda w: w.difficulty is not None and w.difficulty["unnamed"] == 0),
-    ("unnamed detail", lambda w: w.difficulty is not None and w.difficulty["unnamed"] > 0),
-    ("no shared context", lambda w: w.difficulty is not None and w.difficulty["context"] == 0),
-    ("a shared context", lambda w: w.difficulty is not None and w.difficulty["context"] > 0),
-    ("two attributes", lambda w: w.difficulty is not None and w.difficulty["defines"] == 2),
-    ("three or more", lambda w: w.difficulty is not None and w.difficulty["defines"] >= 3),
+    ("all named", _difficulty("unnamed", lambda n: n == 0)),
+    ("unnamed detail", _difficulty("unnamed", lambda n: n > 0)),
+    ("no shared context", _difficulty("context", lambda n: n == 0)),
+    ("a shared context", _difficulty("context", lambda n: n > 0)),
+    ("two attributes", _difficulty("defines", lambda n: n == 2)),
+    ("three or more", _difficulty("defines", lambda n: n >= 3)),
 )
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from tirun.files import atomic_write, write_json
 from tirun.toyworld.budget import Budget
 from tirun.toyworld.render import ATTRIBUTES, SIZE, Attributes, render_array
-from tirun.toyworld.world import TINY_P
+from tirun.toyworld.world import random_attributes
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "assets" / "toy" / "oracle"
 WEIGHTS, CONFIG = "oracle.safetensors", "config.json"
@@ -156,17 +156,11 @@ def class_accuracy(
     return out
 
 
-def random_attributes(rng: np.random.Generator) -> Attributes:
-    """Uniform over every combination, held-out ones included: the oracle must know them all
-    (an object is tiny as often as in pretraining)."""
-    values = {k: str(rng.choice(v)) for k, v in ATTRIBUTES.items() if k != "size"}
-    return Attributes(**values, size="tiny" if rng.random() < TINY_P else "big")
-
-
 def render_set(count: int, seed: int) -> tuple[torch.Tensor, list[Attributes]]:
     """``count`` fresh renders [N, 3, 32, 32] in [0, 1] and their attributes."""
     rng = np.random.default_rng(seed)
-    truth = [random_attributes(rng) for _ in range(count)]
+    truth = [random_attributes(rng) for _ in range(count)]  # held-out ones too: the oracle
+    # must know every combination
     seeds = rng.integers(0, 2**31, count)
     arrays = np.stack([render_array(a, int(s)) for a, s in zip(truth, seeds, strict=True)])
     return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous(), truth

@@ -153,7 +153,8 @@ def _paint(
     colour = np.clip(
         np.array(COLOURS[attrs.colour], np.float32) + rng.uniform(-0.05, 0.05, 3), 0, 1
     )
-    mask = _shape_mask(attrs.shape, cx, cy, r)
+    silhouette = _shape_mask(attrs.shape, cx, cy, r)
+    mask = silhouette
     if attrs.style == "shadowed":
         shadow = _shape_mask(attrs.shape, cx + 2.5, cy + 2.5, r)[..., None] * 0.65
         canvas *= 1.0 - shadow
@@ -177,13 +178,15 @@ def _paint(
         fill = np.broadcast_to(colour, canvas.shape)
     m = mask[..., None]
     canvas[:] = canvas * (1.0 - m) + fill * m
-    _mark(canvas, attrs, cx, cy, r)
+    _mark(canvas, attrs, silhouette, cx, cy, r)
     return mask
 
 
-def _mark(canvas: np.ndarray, attrs: Attributes, cx: float, cy: float, r: float) -> None:
+def _mark(
+    canvas: np.ndarray, attrs: Attributes, silhouette: np.ndarray, cx: float, cy: float, r: float
+) -> None:
     """Draw the subject's mark in place: a dark 3-px dot at a point inside the shape (on a
-    ring's band, a triangle's centroid), or a dark 2-px band across the filled shape."""
+    ring's band, a triangle's centroid), or a dark 2-px band across its filled ``silhouette``."""
     if attrs.mark == "none":
         return
     if attrs.mark == "dot":
@@ -192,7 +195,7 @@ def _mark(canvas: np.ndarray, attrs: Attributes, cx: float, cy: float, r: float)
     else:
         yy = np.arange(SIZE, dtype=np.float32)[:, None] + 0.5
         band = np.clip(1.5 - np.abs(yy - cy), 0.0, 1.0)  # 2 px tall, antialiased
-        region = _shape_mask(attrs.shape, cx, cy, r) * np.broadcast_to(band, (SIZE, SIZE))
+        region = silhouette * np.broadcast_to(band, (SIZE, SIZE))
     m = region[..., None]
     canvas[:] = canvas * (1.0 - m) + _MARK_TONE * m
 
@@ -239,9 +242,10 @@ def render_scene(
 ) -> tuple[Image.Image, np.ndarray]:
     """A source image for Blended Latent Diffusion: several small objects side by side.
 
-    The background and the light are the first object's. Returns the image and the H×W bool mask of the
-    ``edit_index``-th object's region (its footprint, dilated by one pixel so an edit may
-    change the silhouette a little), which is the region an editor is allowed to repaint.
+    The background and the light are the first object's. Returns the image and the H×W bool
+    mask of the ``edit_index``-th object's region (its footprint, dilated by one pixel so an
+    edit may change the silhouette a little), which is the region an editor is allowed to
+    repaint.
 
     Args:
         objects: two or more objects, laid out left to right.

@@ -86,9 +86,10 @@ def is_held_out(attrs: Attributes) -> bool:
     return any(all(values[k] == v for k, v in combo.items()) for combo in HELD_OUT)
 
 
-def _uniform(rng: np.random.Generator, **fixed: str) -> Attributes:
-    """Every attribute uniform over its values (so two marks in three objects, warm and cold
-    light a third each), but an object tiny with probability ``TINY_P``."""
+def random_attributes(rng: np.random.Generator, **fixed: str) -> Attributes:
+    """Every attribute but ``fixed`` uniform over its values (so two marks in three objects, warm
+    and cold light a third each), but an object tiny with probability ``TINY_P``; held-out
+    combinations included (the oracle's renders are drawn so, pretraining's then filtered)."""
     values = {k: fixed.get(k) or str(rng.choice(v)) for k, v in ATTRIBUTES.items() if k != "size"}
     size = fixed.get("size") or ("tiny" if rng.random() < TINY_P else "big")
     return Attributes(**values, size=size)
@@ -99,11 +100,11 @@ def sample_pretraining(rng: np.random.Generator) -> tuple[Attributes, str | None
     noun = BIAS_WORD if rng.random() < BIAS_P else None
     while True:
         if noun is None:
-            attrs = _uniform(rng)
+            attrs = random_attributes(rng)
         else:
             others = [c for c in ATTRIBUTES["colour"] if c != BIAS_COLOUR]
             colour = BIAS_COLOUR if rng.random() < BIAS_SHARE else str(rng.choice(others))
-            attrs = _uniform(rng, colour=colour)
+            attrs = random_attributes(rng, colour=colour)
         if not is_held_out(attrs):
             return attrs, noun
 
