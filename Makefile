@@ -41,7 +41,7 @@ clean:
 	rm -rf outputs multirun .pytest_cache
 
 # Pretrain the toy world's model and oracle into tirun/assets/toy (the stages' wall-clock caps keep
-# it under 90 minutes on 2 quiet cores), then measure what it draws from each ToyBench concept's
+# it under 105 minutes on 2 quiet cores), then measure what it draws from each ToyBench concept's
 # names (its text ceiling, tirun/assets/toy/model/text_ceiling.json, which ToyBench reports read).
 toy-model:
 	rm -f tirun/assets/toy/pretrain_log.txt

@@ -256,11 +256,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", type=int, default=20_000, help="pretraining renders per stage")
     parser.add_argument("--oracle-steps", type=int, default=4000)
     parser.add_argument("--oracle-minutes", type=float, default=12.0, help="oracle wall-clock cap")
-    parser.add_argument("--vae-steps", type=int, default=2500)
+    parser.add_argument("--vae-steps", type=int, default=2300)
     parser.add_argument("--vae-batch", type=int, default=32)
-    parser.add_argument("--vae-minutes", type=float, default=22.0, help="vae wall-clock cap")
-    # 6000 steps at batch 64 fit 68 minutes on two quiet cores of this project's machines (0.66 s
-    # a step), so the step budget, not the clock, ends a quiet run and it is a function of its seed
+    parser.add_argument("--vae-minutes", type=float, default=20.0, help="vae wall-clock cap")
+    # 6000 steps at batch 64 fit 76 minutes on two quiet cores of this project's machines (0.74 s
+    # a step in v4), so the step budget, not the clock, ends a quiet run: a function of its seed
     parser.add_argument("--denoiser-steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument(
-        "--denoiser-minutes", type=float, default=68.0, help="denoiser wall-clock cap"
+        "--denoiser-minutes", type=float, default=78.0, help="denoiser wall-clock cap"
     )
     # Two threads on a quiet machine; pass 1 when other jobs share the cores: two threads per
     # process then oversubscribe, and a UNet step measured 10× slower than with one.
