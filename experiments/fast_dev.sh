@@ -2,7 +2,8 @@
 # Choosing the fast recipe and the trainer's thresholds on ToyBench's dev split (never test);
 # on toy model v2, the fast recipe was dev-b4-lr1e-2 at its step 200, the dev-fast-* runs each
 # later method of the family switched on over it; on v3 (the v3-dev-* runs, named one by one)
-# the fast recipe (conf/recipe/fast.yaml) is v3-dev-nv3-b4 at its step 150:
+# the fast recipe (conf/recipe/fast.yaml) is v3-dev-nv3-b4 at its step 150; the v4-dev-* runs
+# are on toy model v4:
 #   bash experiments/fast_dev.sh [RUN ...]      # default: the v2 runs, one after another
 # Every run records the fixed-batch loss every 10 steps without stopping
 # (train.early_stop.threshold=0) so `python -m experiments.calibrate` can replay DVAR on the
@@ -52,13 +53,20 @@ declare -A RUNS=(
   [v3-dev-l2-1e-2]="word.init_l2=1e-2 application.every=400"
   [v3-dev-l2-1e-1]="word.init_l2=1e-1 application.every=400"
   [v3-dev-l2-1]="word.init_l2=1 application.every=400"
+  # the same choice on toy model v4 for v4-test-l2-3seeds, against v4-dev-one (the paper
+  # recipe's last word), every row scored at its last word only
+  [v4-dev-one]="application.every=400 application.initializer=false"
+  [v4-dev-l2-1e-3]="word.init_l2=1e-3 application.every=400 application.initializer=false"
+  [v4-dev-l2-1e-2]="word.init_l2=1e-2 application.every=400 application.initializer=false"
+  [v4-dev-l2-1e-1]="word.init_l2=1e-1 application.every=400 application.initializer=false"
+  [v4-dev-l2-1]="word.init_l2=1 application.every=400 application.initializer=false"
 )
 ORDER=(dev-paper dev-cross dev-cross-lr1e-2 dev-lr2e-2 dev-b4-lr2e-2 dev-b4-lr1e-2 dev-b8-lr2e-2
        dev-overfit-lr5e-2 dev-overfit-b4-lr1e-1 dev-fast-norm dev-fast-xti dev-fast-masked
        dev-paper-validated)
 for name in "${@:-${ORDER[@]}}"; do
   [[ -v RUNS[$name] ]] || { echo "fast_dev.sh: error: no run named $name" >&2; exit 2; }
-  if [[ $name == v3-* ]]; then extra=("${PAIRS[@]}"); else extra=("${RECORD[@]}"); fi
+  if [[ $name == v[34]-* ]]; then extra=("${PAIRS[@]}"); else extra=("${RECORD[@]}"); fi
   # shellcheck disable=SC2086
   "$PY" -m tirun.toybench split=dev seeds=1 name="$name" "${extra[@]}" ${RUNS[$name]}
 done

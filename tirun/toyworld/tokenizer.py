@@ -140,10 +140,14 @@ def build_vocab(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, s
 def write_tokenizer(words: Iterable[str], out_dir: str | Path, max_length: int = 77) -> Path:
     """Write a CLIP tokenizer folder that ``CLIPTokenizer.from_pretrained`` reads offline, and
     check that it makes every word of ``words`` one token (a ValueError names those it splits:
-    the toy model v4's tokenizer, written without this check, split six of its words)."""
+    the first toy model v4's tokenizer, written without this check, split six of its words)."""
     words = list(words)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # a saved pipeline's tokenizer.json is read before vocab.json and merges.txt: one left from
+    # an earlier model (v3's, 667 entries) is what split the toy model v4's six new words
+    for stale in ("tokenizer.json", "added_tokens.json"):
+        (out / stale).unlink(missing_ok=True)
     vocab, merges = build_vocab(words)
     (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, indent=0))
     lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
