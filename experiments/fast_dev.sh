@@ -23,6 +23,7 @@ RECORD=(train.early_stop.every=10 train.early_stop.threshold=0 "${PAIRS[@]}")
 # each against the paper recipe's dev score; two jobs at a time on one thread each, without
 # the fixed-batch loss record.
 B4=(train.batch_size=4 optimizer.lr=1e-2 application.every=50)
+LAST=(application.every=400 application.initializer=false)   # the last word scored, alone
 
 declare -A RUNS=(
   [dev-paper]="application.every=50"
@@ -55,11 +56,11 @@ declare -A RUNS=(
   [v3-dev-l2-1]="word.init_l2=1 application.every=400"
   # the same choice on toy model v4 for v4-test-l2-3seeds, against v4-dev-one (the paper
   # recipe's last word), every row scored at its last word only
-  [v4-dev-one]="application.every=400 application.initializer=false"
-  [v4-dev-l2-1e-3]="word.init_l2=1e-3 application.every=400 application.initializer=false"
-  [v4-dev-l2-1e-2]="word.init_l2=1e-2 application.every=400 application.initializer=false"
-  [v4-dev-l2-1e-1]="word.init_l2=1e-1 application.every=400 application.initializer=false"
-  [v4-dev-l2-1]="word.init_l2=1 application.every=400 application.initializer=false"
+  [v4-dev-one]="${LAST[*]}"
+  [v4-dev-l2-1e-3]="word.init_l2=1e-3 ${LAST[*]}"
+  [v4-dev-l2-1e-2]="word.init_l2=1e-2 ${LAST[*]}"
+  [v4-dev-l2-1e-1]="word.init_l2=1e-1 ${LAST[*]}"
+  [v4-dev-l2-1]="word.init_l2=1 ${LAST[*]}"
 )
 ORDER=(dev-paper dev-cross dev-cross-lr1e-2 dev-lr2e-2 dev-b4-lr2e-2 dev-b4-lr1e-2 dev-b8-lr2e-2
        dev-overfit-lr5e-2 dev-overfit-b4-lr1e-1 dev-fast-norm dev-fast-xti dev-fast-masked
