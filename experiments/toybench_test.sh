@@ -65,8 +65,10 @@ declare -A RUNS=(
   [v3-test-diffusers-defaults-1seed]="train.loop=common train.batch_size=1 train.grad_accum=4 train.max_steps=3000 optimizer.lr=5e-4 optimizer.scale_lr=true application.every=500"
   # v4-*: the paper's figure on the toy model v4 (30 test concepts): the same eight rows as
   # v3's, every one scored at its last word only (the reference too: the figure reads finals;
-  # the step-0 word is the same in every row, so none scores it); v4-test-l2-3seeds's weight is
-  # v3's choice until fast_dev.sh v4-dev-one v4-dev-l2-* chooses again on v4's dev split
+  # the step-0 word is the same in every row, so none scores it); v4-test-l2-3seeds's weight,
+  # 1e-3, is again the dev split's most editable of 1e-3, 1e-2, 1e-1 and 1, on v4 also the most
+  # adherent (fast_dev.sh v4-dev-one v4-dev-l2-*; experiments/results/toybench/v4-dev-l2/);
+  # experiments/v4_figure.sh runs the eight rows a seed at a time, over several sessions
   [v4-test-one-3seeds]="${LAST[*]}"
   [v4-test-two-3seeds]="word.num_vectors=2 ${LAST[*]}"
   [v4-test-three-3seeds]="word.num_vectors=3 ${LAST[*]}"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The paper's figure on toy model v4: the eight v4-test-*-3seeds rows of toybench_test.sh, two
+# jobs at a time, one seed of every row before the next seed (seed 0 of all eight gives the
+# whole figure at one seed first). About 26 minutes per row and seed on 2 cores, 10.5 hours in
+# all, so it runs over several sessions: a row's seed whose 30 words are all scored is skipped,
+# and one a kill cut short is removed and run again (a row and seed is the unit a rerun redoes).
+#   bash experiments/v4_figure.sh            # whatever is left, in order
+#   bash experiments/v4_figure.sh --status   # what is done
+# Then:
+#   python -m tirun.toybench --report experiments/results/toybench/v4-paper-figure \
+#       toybench_runs/v4-test-{one,two,three,progressive,image-tokens,l2,lr1e-4,lr2e-2}-3seeds
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=(one two three progressive image-tokens lr1e-4 lr2e-2 l2)
+CONCEPTS=30   # the test split's, fixed in tirun/toyworld/concepts.py
+
+# a seed's jobs: the run's folder for seed 0, its seedK subfolder for seed K (toybench's layout)
+jobs_folder() { if (($2 == 0)); then echo "toybench_runs/$1"; else echo "toybench_runs/$1/seed$2"; fi; }
+# a job is done when its metrics.json says it finished and holds its ToyBench scores
+scored() {
+  local files=("$1"/[0-9]*/metrics.json)
+  [[ -e ${files[0]} ]] || { echo 0; return; }
+  grep -l '"status": "finished"' "${files[@]}" | xargs -r grep -l '"toybench"' | wc -l
+}
+
+for seed in 0 1 2; do
+  for row in "${ROWS[@]}"; do
+    run="v4-test-$row-3seeds"
+    folder=$(jobs_folder "$run" "$seed")
+    done_jobs=$(scored "$folder")
+    if [[ ${1:-} == --status ]]; then echo "$run seed $seed: $done_jobs of $CONCEPTS"; continue; fi
+    ((done_jobs == CONCEPTS)) && continue
+    # a cut-short seed: its numbered job folders and sweep record go (other seeds' folders stay)
+    rm -rf "$folder"/[0-9]* "$folder/multirun.yaml" "$folder/.submitit"
+    echo "$(date -u +%FT%TZ) $run seed $seed" >&2
+    FIRST_SEED=$seed SEEDS=1 PAIRS=1 bash experiments/toybench_test.sh "$run"
+  done
+done
