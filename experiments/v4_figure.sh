@@ -18,9 +18,12 @@ CONCEPTS=30   # the test split's, fixed in tirun/toyworld/concepts.py
 jobs_folder() { if (($2 == 0)); then echo "toybench_runs/$1"; else echo "toybench_runs/$1/seed$2"; fi; }
 # a job is done when its metrics.json says it finished and holds its ToyBench scores
 scored() {
-  local files=("$1"/[0-9]*/metrics.json)
-  [[ -e ${files[0]} ]] || { echo 0; return; }
-  grep -l '"status": "finished"' "${files[@]}" | xargs -r grep -l '"toybench"' | wc -l
+  local count=0 file
+  for file in "$1"/[0-9]*/metrics.json; do
+    [[ -f $file ]] && grep -q '"status": "finished"' "$file" && grep -q '"toybench"' "$file" &&
+      count=$((count + 1))
+  done
+  echo "$count"
 }
 
 for seed in 0 1 2; do

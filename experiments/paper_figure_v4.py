@@ -1,0 +1,163 @@
+"""The paper's figure on toy model v4, row by row against the paper, on both planes.
+
+    python -m experiments.paper_figure_v4        # after `bash experiments/v4_figure.sh`
+
+Reads the eight v4-test rows of `experiments/toybench_test.sh` from `toybench_runs/` (whatever
+seeds they hold so far), writes their ToyBench report (as `python -m tirun.toybench --report`
+does, one vector the reference) and `verdicts.md` into
+`experiments/results/toybench/v4-paper-figure/`.
+
+A verdict reads each row's paired difference from one vector (same concepts and seeds, 95%
+bootstrap interval over concepts, then seeds) against the direction the paper draws it in
+(§5.1 and its figure of reconstruction against editability, `../shared/REFERENCE.md`):
+**yes** when both intervals lie on the paper's side of zero, **half** when one does, **no**
+otherwise. Per-image tokens the paper puts no better than one vector: yes when neither interval
+lies above zero. The paper's editability is adherence (the prompt without the placeholder);
+ToyBench's own (the edit *and* the concept) gets its verdict beside it. Human captions (the
+concepts drawn from their attributes' names, the text ceiling) should be the most adherent
+point and below the best word on reconstruction.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from tirun.toybench.report import (
+    PLANES,
+    Word,
+    interval,
+    load_run,
+    paired,
+    paired_finals,
+    write_report,
+)
+from tirun.toybench.stats import bootstrap_paired_difference
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "toybench_runs"
+OUT = ROOT / "experiments" / "results" / "toybench" / "v4-paper-figure"
+REFERENCE = "one"
+# row: (what it is, the paper's direction of (reconstruction, editability) against one vector;
+# 0 for "no better")
+ROWS = {
+    "one": ("one vector, the paper recipe", None),
+    "two": ("two vectors", (+1, -1)),
+    "three": ("three vectors", (+1, -1)),
+    "progressive": ("progressive (a vector more at steps 160 and 320)", (+1, -1)),
+    "image-tokens": ("per-image tokens", (0, 0)),
+    "l2": ("L2 pull towards the initializer, 1e-3", (-1, +1)),
+    "lr1e-4": ("lr 1e-4", (-1, +1)),
+    "lr2e-2": ("lr 2e-2", (+1, -1)),
+}
+WORDS = {+1: "more", -1: "less"}
+
+
+def run_name(row: str) -> str:
+    return f"v4-test-{row}-3seeds"
+
+
+def run_folder(row: str) -> Path:
+    return RUNS / run_name(row)
+
+
+def verdict(expected: tuple[int, int], intervals: list[tuple[float, float, float]]) -> str:
+    """yes / half / no: how many of the two differences lie on the paper's side of zero (for
+    "no better", how many do not lie above zero)."""
+    if expected == (0, 0):
+        held = sum(low <= 0 for _, low, _ in intervals)
+    else:
+        held = sum(
+            (low > 0) if sign > 0 else (high < 0)
+            for sign, (_, low, high) in zip(expected, intervals, strict=True)
+        )
+    return {2: "yes", 1: "half", 0: "no"}[held]
+
+
+def expectation(expected: tuple[int, int]) -> str:
+    if expected == (0, 0):
+        return "no better than one vector"
+    return f"{WORDS[expected[0]]} reconstruction, {WORDS[expected[1]]} editability"
+
+
+def cell(value: tuple[float, float, float]) -> str:
+    return f"{value[0]:+.3f} ({value[1]:+.3f} to {value[2]:+.3f})"
+
+
+def verdict_lines(runs: dict[str, list[Word]], human: dict[str, dict[str, float]]) -> list[str]:
+    """The verdicts table, each row's counts on both planes, and the human captions' check."""
+    reference = runs[run_name(REFERENCE)]
+    rows, agree = [], {"adherence": 0, "editability": 0}
+    for name, words in runs.items():
+        row = name.removeprefix("v4-test-").removesuffix("-3seeds")
+        expected = ROWS[row][1]
+        if expected is None:
+            continue
+        pairs = paired(reference, words)
+        deltas = {m: bootstrap_paired_difference(paired_finals(pairs, m))
+                  for m in ("reconstruction", "adherence", "editability")}  # fmt: skip
+        verdicts = {m: verdict(expected, [deltas["reconstruction"], deltas[m]]) for m in agree}
+        for m, v in verdicts.items():
+            agree[m] += v == "yes"
+        rows.append(
+            f"| {ROWS[row][0]} | {len(pairs)} | {cell(deltas['reconstruction'])} | "
+            f"{cell(deltas['adherence'])} | {cell(deltas['editability'])} | "
+            f"{expectation(expected)} | **{verdicts['adherence']}** | {verdicts['editability']} |"
+        )
+    concepts = sorted({w.concept for w in reference})
+    seeds = sorted({w.seed for w in reference})
+    means = {name.removeprefix("v4-test-").removesuffix("-3seeds"):
+             {m: interval(words, m)[0] for m in ("reconstruction", "adherence")}
+             for name, words in runs.items()}  # fmt: skip
+    captions = {m: statistics.fmean(human[m][c] for c in concepts) for m in human}
+    best = max(means, key=lambda r: means[r]["reconstruction"])
+    most = max(means, key=lambda r: means[r]["adherence"])
+    return [
+        "# The paper's figure on toy model v4: the verdicts",
+        "",
+        f"Test split, {len(concepts)} concepts, seeds {', '.join(map(str, seeds))} "
+        "(`python -m experiments.paper_figure_v4`). Δ: paired with one vector, 95% bootstrap "
+        "interval; a verdict counts an interval on the paper's side of zero (the module's "
+        "docstring).",
+        "",
+        "| variant | pairs | Δ reconstruction | Δ adherence (the paper's editability) | "
+        "Δ editability (ToyBench's) | the paper, against one vector | agree (paper's axes) | "
+        "agree (ToyBench's axes) |",
+        "|---|---:|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"The paper's direction on **{agree['adherence']} of {len(rows)}** comparisons on the "
+        f"paper's axes (reconstruction, adherence), {agree['editability']} of {len(rows)} on "
+        "ToyBench's (reconstruction, editability).",
+        "",
+        f"Human captions (no training; the text ceiling's whole concept and its named edits): "
+        f"reconstruction {captions['whole']:.3f}, adherence {captions['adherence']:.3f}. "
+        f"Most adherent trained row: {ROWS[most][0]} ({means[most]['adherence']:.3f}); "
+        f"the captions are {'the most adherent' if captions['adherence'] > means[most]['adherence'] else 'not the most adherent'}. "
+        f"Best word on reconstruction: {ROWS[best][0]} ({means[best]['reconstruction']:.3f}); "
+        f"the captions are {'below' if captions['whole'] < means[best]['reconstruction'] else 'not below'} it.",
+    ]  # fmt: skip
+
+
+def main() -> int:
+    from tirun.models import PACKAGED_MODELS
+    from tirun.toybench.ceiling import read_ceilings
+
+    missing = [row for row in ROWS if not run_folder(row).is_dir()]
+    if REFERENCE in missing:
+        raise SystemExit(f"paper_figure_v4: error: no {run_folder(REFERENCE)}; run v4_figure.sh")
+    runs = {run_name(row): load_run(run_folder(row)) for row in ROWS if row not in missing}
+    print(write_report(OUT, runs), end="")
+    model = PACKAGED_MODELS["toy"]
+    human = {m: read_ceilings(model, m) for m in ("whole", "adherence")}
+    lines = verdict_lines(runs, human)
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
+    (OUT / "verdicts.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {OUT} (planes: {', '.join(m for m, _ in PLANES)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
