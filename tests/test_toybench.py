@@ -554,3 +554,17 @@ def test_step_zero_scores_the_word_the_run_started_from(tmp_path, monkeypatch):
                 "batch_size": 2}  # fmt: skip
     application.run(ctx, samples_per_set=2, every=0, sampling=sampling)
     assert asked == [(None, "red"), (str(tmp_path / "w.safetensors"), "red")]
+
+
+def test_a_verdict_counts_the_intervals_on_the_paper_s_side_of_zero():
+    from experiments.paper_figure_v4 import verdict
+
+    more_less = (+1, -1)  # the paper's two vectors against one: more reconstruction, less editing
+    assert verdict(more_less, [(0.2, 0.1, 0.3), (-0.1, -0.2, -0.01)]) == "yes"
+    assert verdict(more_less, [(0.2, 0.1, 0.3), (0.0, -0.1, +0.1)]) == "half"  # editing unmoved
+    assert verdict(more_less, [(0.2, 0.1, 0.3), (0.1, 0.05, 0.2)]) == "half"  # editing up
+    assert verdict(more_less, [(0.0, -0.1, 0.1), (0.0, -0.1, 0.1)]) == "no"
+    assert verdict((-1, +1), [(-0.3, -0.4, -0.2), (0.05, 0.01, 0.09)]) == "yes"
+    no_better = (0, 0)  # per-image tokens: no better than one vector on either axis
+    assert verdict(no_better, [(0.0, -0.1, 0.1), (-0.2, -0.3, -0.1)]) == "yes"
+    assert verdict(no_better, [(0.2, 0.1, 0.3), (0.0, -0.1, 0.1)]) == "half"
