@@ -2,8 +2,8 @@
 
     python -m experiments.paper_figure_v4        # after `bash experiments/v4_figure.sh`
 
-Reads the eight v4-test rows of `experiments/toybench_test.sh` from `toybench_runs/` (whatever
-seeds they hold so far), writes their ToyBench report (as `python -m tirun.toybench --report`
+Reads the eight v4-test rows of `experiments/toybench_test.sh` from `toybench_runs/` (the rows
+whose seed 0 is done, each on the seeds every one of them has done), writes their ToyBench report (as `python -m tirun.toybench --report`
 does, one vector the reference) and `verdicts.md` into
 `experiments/results/toybench/v4-paper-figure/`.
 
@@ -33,6 +33,7 @@ from tirun.toybench.report import (
     write_report,
 )
 from tirun.toybench.stats import bootstrap_paired_difference
+from tirun.toyworld.concepts import split
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "toybench_runs"
@@ -143,16 +144,24 @@ def main() -> int:
     from tirun.models import PACKAGED_MODELS
     from tirun.toybench.ceiling import read_ceilings
 
-    missing = [row for row in ROWS if not run_folder(row).is_dir()]
-    if REFERENCE in missing:
-        raise SystemExit(f"paper_figure_v4: error: no {run_folder(REFERENCE)}; run v4_figure.sh")
-    runs = {run_name(row): load_run(run_folder(row)) for row in ROWS if row not in missing}
+    concepts = len(split("test"))
+    found = {row: load_run(run_folder(row)) for row in ROWS if run_folder(row).is_dir()}
+    whole = {row: {s for s in {w.seed for w in words}
+                   if sum(w.seed == s for w in words) == concepts} for row, words in found.items()}  # fmt: skip
+    rows = [row for row in ROWS if 0 in whole.get(row, ())]  # seed 0 of every concept done
+    if REFERENCE not in rows:
+        raise SystemExit(
+            "paper_figure_v4: error: one vector's seed 0 is not done; run v4_figure.sh"
+        )
+    seeds = set.intersection(*(whole[row] for row in rows))  # every row compared on these
+    runs = {run_name(row): [w for w in found[row] if w.seed in seeds] for row in rows}
+    missing = [row for row in ROWS if row not in rows]
     print(write_report(OUT, runs), end="")
     model = PACKAGED_MODELS["toy"]
     human = {m: read_ceilings(model, m) for m in ("whole", "adherence")}
     lines = verdict_lines(runs, human)
     if missing:
-        lines += ["", f"Not run yet: {', '.join(missing)}."]
+        lines += ["", f"Not run yet, or seed 0 not finished: {', '.join(missing)}."]
     (OUT / "verdicts.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {OUT} (planes: {', '.join(m for m, _ in PLANES)})")
