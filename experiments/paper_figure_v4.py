@@ -140,12 +140,20 @@ def verdict_lines(runs: dict[str, list[Word]], human: dict[str, dict[str, float]
     ]  # fmt: skip
 
 
+def scored_words(folder: Path) -> list[Word]:
+    """The run's scored words so far: none while its first jobs still train."""
+    try:
+        return load_run(folder)
+    except ValueError:
+        return []
+
+
 def main() -> int:
     from tirun.models import PACKAGED_MODELS
     from tirun.toybench.ceiling import read_ceilings
 
     concepts = len(split("test"))
-    found = {row: load_run(run_folder(row)) for row in ROWS if run_folder(row).is_dir()}
+    found = {row: scored_words(run_folder(row)) for row in ROWS}
     whole = {row: {s for s in {w.seed for w in words}
                    if sum(w.seed == s for w in words) == concepts} for row, words in found.items()}  # fmt: skip
     rows = [row for row in ROWS if 0 in whole.get(row, ())]  # seed 0 of every concept done
