@@ -24,6 +24,7 @@ import statistics
 from pathlib import Path
 
 from tirun.toybench.report import (
+    KINDS,
     PLANES,
     Word,
     interval,
@@ -58,6 +59,10 @@ def run_name(row: str) -> str:
     return f"v4-test-{row}-3seeds"
 
 
+def row_of(name: str) -> str:
+    return name.removeprefix("v4-test-").removesuffix("-3seeds")
+
+
 def run_folder(row: str) -> Path:
     return RUNS / run_name(row)
 
@@ -90,7 +95,7 @@ def verdict_lines(runs: dict[str, list[Word]], human: dict[str, dict[str, float]
     reference = runs[run_name(REFERENCE)]
     rows, agree = [], {"adherence": 0, "editability": 0}
     for name, words in runs.items():
-        row = name.removeprefix("v4-test-").removesuffix("-3seeds")
+        row = row_of(name)
         expected = ROWS[row][1]
         if expected is None:
             continue
@@ -107,12 +112,6 @@ def verdict_lines(runs: dict[str, list[Word]], human: dict[str, dict[str, float]
         )
     concepts = sorted({w.concept for w in reference})
     seeds = sorted({w.seed for w in reference})
-    means = {name.removeprefix("v4-test-").removesuffix("-3seeds"):
-             {m: interval(words, m)[0] for m in ("reconstruction", "adherence")}
-             for name, words in runs.items()}  # fmt: skip
-    captions = {m: statistics.fmean(human[m][c] for c in concepts) for m in human}
-    best = max(means, key=lambda r: means[r]["reconstruction"])
-    most = max(means, key=lambda r: means[r]["adherence"])
     return [
         "# The paper's figure on toy model v4: the verdicts",
         "",
@@ -131,12 +130,7 @@ def verdict_lines(runs: dict[str, list[Word]], human: dict[str, dict[str, float]
         f"paper's axes (reconstruction, adherence), {agree['editability']} of {len(rows)} on "
         "ToyBench's (reconstruction, editability).",
         "",
-        f"Human captions (no training; the text ceiling's whole concept and its named edits): "
-        f"reconstruction {captions['whole']:.3f}, adherence {captions['adherence']:.3f}. "
-        f"Most adherent trained row: {ROWS[most][0]} ({means[most]['adherence']:.3f}); "
-        f"the captions are {'the most adherent' if captions['adherence'] > means[most]['adherence'] else 'not the most adherent'}. "
-        f"Best word on reconstruction: {ROWS[best][0]} ({means[best]['reconstruction']:.3f}); "
-        f"the captions are {'below' if captions['whole'] < means[best]['reconstruction'] else 'not below'} it.",
+        *caption_lines(runs, human),
     ]  # fmt: skip
 
 
@@ -146,6 +140,38 @@ def scored_words(folder: Path) -> list[Word]:
         return load_run(folder)
     except ValueError:
         return []
+
+
+def caption_lines(runs: dict[str, list[Word]], human: dict[str, dict[str, float]]) -> list[str]:
+    """Human captions (the text ceiling: each concept drawn from its attributes' names, and its
+    named edits) against the rows' means, on all concepts and by kind of concept: the paper puts
+    them at the most adherent point, below the best word on reconstruction."""
+    lines = []
+    for kind, keep in (("all concepts", lambda w: True), *KINDS):
+        kept = {name: [w for w in words if keep(w)] for name, words in runs.items()}
+        concepts = sorted({w.concept for w in kept[run_name(REFERENCE)]})
+        if not concepts:
+            continue
+        recon = {n: interval(ws, "reconstruction")[0] for n, ws in kept.items()}
+        adherent = {n: interval(ws, "adherence")[0] for n, ws in kept.items()}
+        best, most = max(recon, key=recon.get), max(adherent, key=adherent.get)
+        whole = statistics.fmean(human["whole"][c] for c in concepts)
+        adherence = statistics.fmean(human["adherence"][c] for c in concepts)
+        lines.append(
+            f"| {kind} | {len(concepts)} | {whole:.3f} | {ROWS[row_of(best)][0]} "
+            f"{recon[best]:.3f} | {'yes' if whole < recon[best] else 'no'} | {adherence:.3f} | "
+            f"{ROWS[row_of(most)][0]} {adherent[most]:.3f} | "
+            f"{'yes' if adherence > adherent[most] else 'no'} |"
+        )
+    return [
+        "Human captions (no training; the text ceiling's whole concept and its named edits) "
+        "against the best row on each axis:",
+        "",
+        "| concepts | n | captions' reconstruction | best word's | captions below it? | "
+        "captions' adherence | most adherent word's | captions above it? |",
+        "|---|---:|---:|---|---|---:|---|---|",
+        *lines,
+    ]
 
 
 def main() -> int:
