@@ -3,9 +3,9 @@
     python -m experiments.paper_figure_v4        # after `bash experiments/v4_figure.sh`
 
 Reads the eight v4-test rows of `experiments/toybench_test.sh` from `toybench_runs/` (the rows
-whose seed 0 is done, each on the seeds every one of them has done), writes their ToyBench report (as `python -m tirun.toybench --report`
-does, one vector the reference) and `verdicts.md` into
-`experiments/results/toybench/v4-paper-figure/`.
+whose seed 0 is done, each on the seeds every one of them has done), writes their ToyBench
+report (as `python -m tirun.toybench --report` does, one vector the reference) and
+`verdicts.md` into `experiments/results/toybench/v4-paper-figure/`.
 
 A verdict reads each row's paired difference from one vector (same concepts and seeds, 95%
 bootstrap interval over concepts, then seeds) against the direction the paper draws it in

@@ -6,9 +6,7 @@
 # and one a kill cut short is removed and run again (a row and seed is the unit a rerun redoes).
 #   bash experiments/v4_figure.sh            # whatever is left, in order
 #   bash experiments/v4_figure.sh --status   # what is done
-# Then:
-#   python -m tirun.toybench --report experiments/results/toybench/v4-paper-figure \
-#       toybench_runs/v4-test-{one,two,three,progressive,image-tokens,l2,lr1e-4,lr2e-2}-3seeds
+# Then `python -m experiments.paper_figure_v4`: the report of the rows done and their verdicts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=(one two three progressive image-tokens lr1e-4 lr2e-2 l2)
