@@ -6,11 +6,14 @@
 # and one a kill cut short is removed and run again (a row and seed is the unit a rerun redoes).
 #   bash experiments/v4_figure.sh            # whatever is left, in order
 #   bash experiments/v4_figure.sh --status   # what is done
+#   STOP_BY=14:00 bash experiments/v4_figure.sh   # start no row and seed that would end later
+#                                               # (a session's end: no half-run unit to redo)
 # Then `python -m experiments.paper_figure_v4`: the report of the rows done and their verdicts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=(one two three progressive image-tokens lr1e-4 lr2e-2 l2)
 CONCEPTS=30   # the test split's, fixed in tirun/toyworld/concepts.py
+UNIT_SECONDS=$((27 * 60))   # a row and seed, measured: 26 minutes and change
 
 # a seed's jobs: the run's folder for seed 0, its seedK subfolder for seed K (toybench's layout)
 jobs_folder() { if (($2 == 0)); then echo "toybench_runs/$1"; else echo "toybench_runs/$1/seed$2"; fi; }
@@ -31,6 +34,10 @@ for seed in 0 1 2; do
     done_jobs=$(scored "$folder")
     if [[ ${1:-} == --status ]]; then echo "$run seed $seed: $done_jobs of $CONCEPTS"; continue; fi
     ((done_jobs == CONCEPTS)) && continue
+    if [[ -n ${STOP_BY:-} ]] && (($(date +%s) + UNIT_SECONDS > $(date -d "$STOP_BY" +%s))); then
+      echo "$(date -u +%FT%TZ) stopped before $run seed $seed: it would end after $STOP_BY" >&2
+      exit 0
+    fi
     # a cut-short seed: its numbered job folders and sweep record go (other seeds' folders stay)
     rm -rf "$folder"/[0-9]* "$folder/multirun.yaml" "$folder/.submitit"
     echo "$(date -u +%FT%TZ) $run seed $seed" >&2
