@@ -21,7 +21,6 @@ from omegaconf import OmegaConf
 from tirun import embeddings, xti
 from tirun.files import atomic_write
 from tirun.models import load_pretrained
-from tirun.templates import builtin
 from tirun.xti_convert import fit
 
 
@@ -45,7 +44,7 @@ def main() -> None:
         concept = cfg.dataset.concept
         started = time.perf_counter()
         word, errors = fit(components, word_file, instantiate(cfg.dataset.images),
-                           builtin(cfg.template.kind), args.vectors, args.steps, args.lr,
+                           instantiate(cfg.template), args.vectors, args.steps, args.lr,
                            seed=int(cfg.train.seed))  # fmt: skip
         seconds = time.perf_counter() - started
         embeddings.save(word, args.out / f"{concept}.safetensors", "diffusers")

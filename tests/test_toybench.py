@@ -19,6 +19,7 @@ from tirun.__main__ import run as run_command
 from tirun.early_stop import EarlyStop
 from tirun.embeddings import LearnedWord
 from tirun.report import report as sweep_report
+from tirun.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
 from tirun.toybench import __main__ as toybench
 from tirun.toybench.report import report
 from tirun.toybench.stats import bootstrap_mean
@@ -121,6 +122,20 @@ def test_export_writes_the_very_images_training_uses(tmp_path):
         assert mask.shape == (32, 32) and 40 < (mask > 127).sum() < 32 * 32 * 0.8
         assert (folder / "00.txt").read_text().count("{}") >= 19  # its own sentences
         assert json.loads((folder / "concept.json").read_text())["split"] == CONCEPTS[name].split
+
+
+def test_a_job_trains_on_its_concept_s_kind_of_sentences_or_on_each_image_s_captions():
+    for name, kind in (("red_square", OBJECT_TEMPLATES), ("purple_mosaic", STYLE_TEMPLATES)):
+        assert (
+            instantiate(compose_config("+toybench=default", f"dataset.concept={name}").template)
+            == kind
+        )
+    captions = compose_config(
+        "+toybench=default", "dataset.concept=red_square", "template=toy_captions"
+    )
+    per_image = instantiate(captions.template)
+    assert per_image[0][0] == "a photo of a big {} on bricks in neutral light"
+    assert len(per_image) == 5 and all("on bricks" in image[0] for image in per_image)
 
 
 def test_the_bootstrap_interval_of_a_known_case():

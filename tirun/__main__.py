@@ -153,8 +153,16 @@ _NO_ACCESS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDI
 def user_error(error: BaseException) -> str | None:
     """The one line that says what to fix, for a problem with the input or the machine; None
     for anything else (a bug, which keeps its traceback)."""
+    where = re.search(r"full_key: (\S+)", str(error))
     while isinstance(error, InstantiationException) and error.__cause__ is not None:
         error = error.__cause__  # Hydra wraps what a config node's target raised
+    extra = re.search(r"(\w+)\(\) got an unexpected keyword argument '(\w+)'", str(error))
+    if where and extra and isinstance(error, TypeError):
+        key = f"{where.group(1)}.{extra.group(2)}"
+        return (
+            f"{key} is not a setting {extra.group(1)} takes (the {where.group(1)} config's "
+            f"_target_); drop it, e.g. '~{key}' on the command line"
+        )
     if type(error).__name__ == "SafetensorError":  # safetensors' writer reports I/O in its text
         code = re.search(r"(?:code: |os error )(\d+)", str(error))
         if code:

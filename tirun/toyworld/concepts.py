@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from tirun import data
-from tirun.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
+from tirun.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES, builtin
 from tirun.toyworld.render import (
     BACKGROUNDS,
     COLOURS,
@@ -416,6 +416,13 @@ def training_masks(
     if path:
         return data.training_masks(path)
     return [mask for _, mask in _concept(concept, "dataset.concept").images_with_masks(count, seed)]
+
+
+def concept_templates(name: str) -> list[str]:
+    """The paper's sentences of toy concept ``name``'s kind, object or style: the ``_target_``
+    of ``template=toy``, ToyBench's, so one template config fits every concept and
+    ``template=toy_captions`` replaces it whole."""
+    return builtin(_concept(name, "template.name").kind)
 
 
 def concept_captions(name: str, count: int = 5, seed: int = 0) -> list[list[str]]:
