@@ -332,6 +332,11 @@ def test_captions_missing_beside_an_image(cli, image_folder):
     assert_one_line(outcome, run_dir, "template=captions needs 0.txt")
 
 
+def test_a_group_set_to_null_says_how_to_drop_it(cli, image_folder):
+    outcome, run_dir = cli(*TINY, f"dataset.path={image_folder}", "application=null")
+    assert_one_line(outcome, run_dir, "application=null is not a choice; '~application' drops")
+
+
 def test_a_setting_the_template_does_not_take_is_named_with_how_to_drop_it(cli, image_folder):
     outcome, run_dir = cli(
         *TINY, f"dataset.path={image_folder}", "template=captions", "+template.kind=object"

@@ -209,6 +209,11 @@ def composition_error(args: list[str]) -> str | None:
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
+    except ValueError as error:  # Hydra's defaults list refuses a group set to null
+        group = next((a.split("=")[0] for a in overrides if a.endswith("=null")), None)
+        if group and (CONF / group.lstrip("+~")).is_dir():
+            return f"{group}=null is not a choice; '~{group}' drops the group"
+        return first_line(error)
     except HydraException as error:
         message = f"{error} {error.__cause__ or ''}"
         absent = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", message)
