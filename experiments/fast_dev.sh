@@ -66,8 +66,7 @@ declare -A RUNS=(
   # paper recipe at its step 400; 6 400 image-steps, of which batch 4's 300 steps are 19%),
   # scored every 50 steps, with the fixed-batch loss recorded for DVAR's re-check; the levers
   # that may let extra vectors hold the concept without its shared context: the masked loss,
-  # captions naming each image's context (template=toy_captions), the L2
-  # pull, per-image tokens
+  # captions naming each image's context (template=toy_captions), the L2 pull, per-image tokens
   [v4-dev-r-nv1-b4]="${B4[*]} train.max_steps=300 ${LOSS[*]}"
   [v4-dev-r-nv2-b4]="${B4[*]} word.num_vectors=2 train.max_steps=300 ${LOSS[*]}"
   [v4-dev-r-nv3-b4]="${B4[*]} word.num_vectors=3 train.max_steps=300 ${LOSS[*]}"

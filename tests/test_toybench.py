@@ -125,11 +125,9 @@ def test_export_writes_the_very_images_training_uses(tmp_path):
 
 
 def test_a_job_trains_on_its_concept_s_kind_of_sentences_or_on_each_image_s_captions():
-    for name, kind in (("red_square", OBJECT_TEMPLATES), ("purple_mosaic", STYLE_TEMPLATES)):
-        assert (
-            instantiate(compose_config("+toybench=default", f"dataset.concept={name}").template)
-            == kind
-        )
+    for name, sentences in (("red_square", OBJECT_TEMPLATES), ("purple_mosaic", STYLE_TEMPLATES)):
+        cfg = compose_config("+toybench=default", f"dataset.concept={name}")
+        assert instantiate(cfg.template) == sentences
     captions = compose_config(
         "+toybench=default", "dataset.concept=red_square", "template=toy_captions"
     )
