@@ -11,7 +11,9 @@
 # Then `python -m experiments.paper_figure_v4`: the report of the rows done and their verdicts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROWS=(one two three progressive image-tokens lr1e-4 lr2e-2 l2)
+# the rows: ROWS of experiments/paper_figure_v4.py, which reports them (one list for both)
+mapfile -t ROWS < <(.venv/bin/python -c 'from experiments.paper_figure_v4 import ROWS; print(*ROWS, sep="\n")')
+((${#ROWS[@]})) || { echo "v4_figure.sh: no rows read from experiments/paper_figure_v4.py" >&2; exit 1; }
 CONCEPTS=30   # the test split's, fixed in tirun/toyworld/concepts.py
 UNIT_SECONDS=$((27 * 60))   # a row and seed, measured: 26 minutes and change
 
