@@ -147,6 +147,20 @@ def test_the_bootstrap_interval_of_a_known_case():
     assert bootstrap_mean({"a": [[1, 1], [1, 1]], "b": [[1, 1]]}) == (1.0, 1.0, 1.0)
 
 
+def test_the_bootstrap_resamples_seeds_within_a_concept_and_samples_within_a_word():
+    # one concept, two seeds' words never and always right: a draw's mean is 0, 0.5 or 1 with
+    # chances 1/4, 1/2, 1/4, so the 95% interval spans 0 to 1
+    assert bootstrap_mean({"a": [[0] * 8, [1] * 8]}) == (0.5, 0.0, 1.0)
+    # one word of 100 samples, half right: the resampled rate is Binomial(100, 0.5) / 100, whose
+    # 95% interval is 0.5 ± 1.96·0.05 on the hundredths: 0.40 to 0.60
+    assert bootstrap_mean({"a": [[0] * 50 + [1] * 50]}) == pytest.approx((0.5, 0.40, 0.60))
+    # a concept with one seed and one with three: each counts its own seeds only (padding the
+    # first to three seeds with zeros would put its draws at 1/3 and the interval's top there)
+    assert bootstrap_mean({"a": [[1] * 4], "b": [[0] * 4] * 3}) == (0.5, 0.0, 1.0)
+    with pytest.raises(ValueError, match="1/0"):
+        bootstrap_mean({"a": [[0.5, 1]]})
+
+
 def _tiny_bench(tmp_path, *extra: str):
     cfg = compose_config(
         "+toybench=default",
@@ -305,6 +319,10 @@ def test_the_paired_difference_of_known_cases():
     mean, low, high = bootstrap_paired_difference(balanced, iterations=1000)
     assert mean == 0.0
     assert low == pytest.approx(-0.098, abs=0.015) and high == pytest.approx(0.098, abs=0.015)
+    # one concept one seed +1, another three seeds 0: a draw is 1, 0.5 or 0 (each concept's
+    # mean over its own seeds), so the interval spans 0 to 1
+    ragged = {"a": [(0.0, 1.0)], "b": [(0.0, 0.0)] * 3}
+    assert bootstrap_paired_difference(ragged) == (0.5, 0.0, 1.0)
 
 
 def test_the_paired_spread_splits_concepts_from_seeds_and_projects_the_half_width():

@@ -26,6 +26,11 @@ def bootstrap_mean(
     """(mean, low, high) of the per-word rates, over ``words``: concept -> one outcome list per
     seed.
 
+    Each draw picks concepts with replacement, within each its seeds with replacement, and
+    within each word its samples with replacement; a resampled word's count of 1s is then
+    binomial in its sample count and rate, so the third level is drawn as that count (the same
+    distribution, without a loop over samples).
+
     Args:
         words: per concept, per seed, the 1/0 outcome of each sample.
         iterations: bootstrap resamples.
@@ -35,17 +40,17 @@ def bootstrap_mean(
     concepts = [[np.asarray(o, dtype=float) for o in seeds] for seeds in words.values()]
     if not concepts or any(not seeds for seeds in concepts):
         raise ValueError("bootstrap_mean needs at least one word per concept")
+    every = [o for seeds in concepts for o in seeds]
+    if any(o.size == 0 or not np.isin(o, (0.0, 1.0)).all() for o in every):
+        raise ValueError("bootstrap_mean needs each word's outcomes: one or more 1/0 values")
     mean = float(np.mean([np.mean([o.mean() for o in seeds]) for seeds in concepts]))
+    samples, seeds_of = _padded([[o.size for o in seeds] for seeds in concepts])
+    rates, _ = _padded([[o.mean() for o in seeds] for seeds in concepts])
     rng = np.random.default_rng(seed)
-    draws = np.empty(iterations)
-    for i in range(iterations):
-        picked = rng.integers(len(concepts), size=len(concepts))
-        total = 0.0
-        for c in picked:
-            seeds = concepts[c]
-            chosen = rng.integers(len(seeds), size=len(seeds))
-            total += np.mean([rng.choice(seeds[s], size=len(seeds[s])).mean() for s in chosen])
-        draws[i] = total / len(picked)
+    picked, chosen, used = _resample_seeds(rng, seeds_of, iterations)
+    n = samples[picked[..., None], chosen].astype(int)
+    rate = rng.binomial(n, rates[picked[..., None], chosen]) / n
+    draws = ((rate * used).sum(-1) / seeds_of[picked]).mean(-1)
     tail = (1 - level) / 2
     low, high = np.quantile(draws, [tail, 1 - tail])
     return mean, float(low), float(high)
@@ -69,18 +74,41 @@ def bootstrap_paired_difference(
         level: the interval's coverage.
         seed: the resampling's seed.
     """
-    concepts = [np.asarray([b - a for a, b in seeds], dtype=float) for seeds in pairs.values()]
-    if not concepts or any(len(d) == 0 for d in concepts):
+    concepts = [[b - a for a, b in seeds] for seeds in pairs.values()]
+    if not concepts or any(not d for d in concepts):
         raise ValueError("bootstrap_paired_difference needs at least one pair per concept")
-    mean = float(np.mean([d.mean() for d in concepts]))
+    mean = float(np.mean([np.mean(d) for d in concepts]))
+    differences, seeds_of = _padded(concepts)
     rng = np.random.default_rng(seed)
-    draws = np.empty(iterations)
-    for i in range(iterations):
-        picked = rng.integers(len(concepts), size=len(concepts))
-        draws[i] = np.mean([rng.choice(concepts[c], size=len(concepts[c])).mean() for c in picked])
+    picked, chosen, used = _resample_seeds(rng, seeds_of, iterations)
+    draws = ((differences[picked[..., None], chosen] * used).sum(-1) / seeds_of[picked]).mean(-1)
     tail = (1 - level) / 2
     low, high = np.quantile(draws, [tail, 1 - tail])
     return mean, float(low), float(high)
+
+
+def _padded(rows: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` (concept -> one value per seed) as a concepts × most-seeds array padded with
+    zeros, and each concept's count of seeds."""
+    counts = np.array([len(r) for r in rows])
+    table = np.zeros((len(rows), counts.max()))
+    for i, r in enumerate(rows):
+        table[i, : len(r)] = r
+    return table, counts
+
+
+def _resample_seeds(
+    rng: np.random.Generator, seeds_of: np.ndarray, iterations: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bootstrap's first two levels, every draw at once: the concepts picked with replacement
+    (draws × concepts); within each, its seeds picked with replacement (draws × concepts × the
+    most seeds, every index one of the concept's own); and which of those places count (a
+    concept with fewer seeds uses the first as many as it has)."""
+    picked = rng.integers(len(seeds_of), size=(iterations, len(seeds_of)))
+    slots = seeds_of.max()
+    held = seeds_of[picked][..., None]
+    chosen = rng.integers(0, held, size=(iterations, len(seeds_of), slots))
+    return picked, chosen, np.arange(slots) < held
 
 
 def paired_spread(pairs: Mapping[str, Sequence[tuple[float, float]]]) -> tuple[float, float]:
