@@ -50,10 +50,7 @@ def bootstrap_mean(
     picked, chosen, used = _resample_seeds(rng, seeds_of, iterations)
     n = samples[picked[..., None], chosen].astype(int)
     rate = rng.binomial(n, rates[picked[..., None], chosen]) / n
-    draws = ((rate * used).sum(-1) / seeds_of[picked]).mean(-1)
-    tail = (1 - level) / 2
-    low, high = np.quantile(draws, [tail, 1 - tail])
-    return mean, float(low), float(high)
+    return mean, *_interval(_draw_means(rate, used, seeds_of[picked]), level)
 
 
 def bootstrap_paired_difference(
@@ -81,10 +78,8 @@ def bootstrap_paired_difference(
     differences, seeds_of = _padded(concepts)
     rng = np.random.default_rng(seed)
     picked, chosen, used = _resample_seeds(rng, seeds_of, iterations)
-    draws = ((differences[picked[..., None], chosen] * used).sum(-1) / seeds_of[picked]).mean(-1)
-    tail = (1 - level) / 2
-    low, high = np.quantile(draws, [tail, 1 - tail])
-    return mean, float(low), float(high)
+    drawn = differences[picked[..., None], chosen]
+    return mean, *_interval(_draw_means(drawn, used, seeds_of[picked]), level)
 
 
 def _padded(rows: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -109,6 +104,19 @@ def _resample_seeds(
     held = seeds_of[picked][..., None]
     chosen = rng.integers(0, held, size=(iterations, len(seeds_of), slots))
     return picked, chosen, np.arange(slots) < held
+
+
+def _draw_means(values: np.ndarray, used: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Each draw's mean over its picked concepts of their picked seeds' mean: ``values`` and
+    ``used`` are draws × concepts × slots, ``seeds`` (draws × concepts) the slots each uses."""
+    return ((values * used).sum(-1) / seeds).mean(-1)
+
+
+def _interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    """The equal-tailed ``level`` interval of the bootstrap ``draws``."""
+    tail = (1 - level) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return float(low), float(high)
 
 
 def paired_spread(pairs: Mapping[str, Sequence[tuple[float, float]]]) -> tuple[float, float]:
