@@ -32,9 +32,8 @@ logging.getLogger("transformers.modeling_utils").addFilter(
 
 
 def _toy(field: str, name: str) -> str | list[str]:
-    """``${toy:initializer,NAME}`` / ``${toy:kind,NAME}`` / ``${toy:prompts,NAME}``: a toy
-    concept's initializer word, kind ("object"/"style") or neutral prompts (its reconstruction
-    sentences), so one ToyBench preset fits every concept."""
+    """``${toy:initializer,NAME}`` / ``${toy:prompts,NAME}``: a toy concept's initializer word or
+    neutral prompts (its reconstruction sentences), so one ToyBench preset fits every concept."""
     from tirun.toyworld.concepts import CONCEPTS
 
     if name not in CONCEPTS:
@@ -43,11 +42,9 @@ def _toy(field: str, name: str) -> str | list[str]:
         )
     if field == "prompts":
         return [sentence for sentence, _ in CONCEPTS[name].reconstruction]
-    if field not in ("initializer", "kind"):
-        raise ValueError(
-            f"${{toy:{field},...}} is unknown; use toy:initializer, toy:kind or toy:prompts"
-        )
-    return str(getattr(CONCEPTS[name], field))
+    if field != "initializer":
+        raise ValueError(f"${{toy:{field},...}} is unknown; use toy:initializer or toy:prompts")
+    return CONCEPTS[name].initializer
 
 
 OmegaConf.register_new_resolver("toy", _toy, replace=True)
