@@ -62,6 +62,11 @@ declare -A RUNS=(
   [v4-dev-l2-1e-2]="word.init_l2=1e-2 ${LAST[*]}"
   [v4-dev-l2-1e-1]="word.init_l2=1e-1 ${LAST[*]}"
   [v4-dev-l2-1]="word.init_l2=1 ${LAST[*]}"
+  # why lr 2e-2 does not trade on v4's test split (docs/toybench-v4.md §5): the paper recipe
+  # and lr 2e-2 on dev, scored every 50 steps, to see whether the higher lr only reaches the
+  # same word sooner (a word done before step 400) or takes more of the images and their context
+  [v4-dev-one-curve]="application.every=50 application.initializer=false"
+  [v4-dev-lr2e-2-curve]="optimizer.lr=2e-2 application.every=50 application.initializer=false"
   # v4-dev-r-*: the presets' recipe chosen again on toy model v4, each against v4-dev-one (the
   # paper recipe at its step 400; 6 400 image-steps, of which batch 4's 300 steps are 19%),
   # scored every 50 steps, with the fixed-batch loss recorded for DVAR's re-check; the levers
