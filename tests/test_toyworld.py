@@ -16,7 +16,7 @@ from transformers import CLIPTokenizer
 from tests.conftest import compose_config
 from tirun.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
 from tirun.toyworld import oracle as oracle_lib
-from tirun.toyworld.concepts import CONCEPTS, concept_captions, concept_images, editing_scene
+from tirun.toyworld.concepts import CONCEPTS, concept_captions, concept_images
 from tirun.toyworld.oracle import Oracle, concept_match
 from tirun.toyworld.render import (
     ATTRIBUTES,
@@ -29,6 +29,7 @@ from tirun.toyworld.render import (
     render_array,
     render_scene,
 )
+from tirun.toyworld.scenes import editing_scene
 from tirun.toyworld.tokenizer import template_words, write_tokenizer
 from tirun.toyworld.world import (
     BIAS_COLOUR,
@@ -234,6 +235,21 @@ def test_concept_images_is_deterministic_and_checks_the_name():
     assert a[0].tobytes() != concept_images("purple_mosaic", 4, seed=2)[0].tobytes()
     with pytest.raises(ValueError, match=r"dataset.concept='nope' is not a toy concept"):
         concept_images("nope")
+
+
+def test_the_toy_resolver_reads_a_concepts_word_and_prompts_and_names_an_unknown_field():
+    """`${toy:...}` in a preset: red_square's initializer is "square", its prompts begin with
+    "a photo of a {}"; a field other than initializer or prompts gets its own message."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(
+        {"word": "${toy:initializer,red_square}", "prompts": "${toy:prompts,red_square}",
+         "bad": "${toy:colour,red_square}"}
+    )  # fmt: skip
+    assert cfg.word == "square"
+    assert list(cfg.prompts)[:2] == ["a photo of a {}", "a rendering of a {}"]
+    with pytest.raises(Exception, match=r"\$\{toy:colour,...\} is unknown; use toy:initializer"):
+        _ = cfg.bad
 
 
 @pytest.mark.parametrize("dataset", ["toy_object", "toy_style", "toy_unnamed", "toy_bias"])

@@ -32,7 +32,7 @@ from tirun.data import to_rgb
 from tirun.metrics.background import background_mse, background_psnr
 from tirun.metrics.clip import without_words
 from tirun.metrics.images import mask_crop, to_float, to_pil
-from tirun.toyworld.concepts import editing_scene
+from tirun.toyworld.scenes import editing_scene
 
 
 @dataclass(frozen=True)

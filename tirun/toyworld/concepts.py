@@ -23,12 +23,10 @@ from tirun.toyworld.render import (
     BACKGROUNDS,
     COLOURS,
     GENERIC_NOUN,
-    SHAPES,
     UNNAMED,
     Attributes,
     in_style,
     object_phrase,
-    render_scene,
     render_with_mask,
     to_pil,
 )
@@ -37,14 +35,14 @@ from tirun.toyworld.world import (
     HELD_OUT,
     HELD_OUT_OBJECTS,
     HELD_OUT_STYLES,
+    NAMED_SHAPES,
     UNNAMED_SHAPE,
-    is_held_out,
+    seen_attributes,
 )
 
 # "{}" is where the learned word goes; the dict is what a right sample shows besides the concept.
 EvalPrompt = tuple[str, dict[str, str]]
 SPLITS = ("dev", "test", "research", "bias")
-NAMED_SHAPES = tuple(s for s in SHAPES if s != UNNAMED_SHAPE)
 TECHNIQUES = ("outlined", "mosaic", "shadowed")  # the named styles besides plain "filled"
 
 # The fixed split, set before any result on the v4 model: one concept of each kind of object
@@ -186,23 +184,6 @@ class Concept:
         if self.context:
             line += " context=" + ",".join(f"{k}={v}" for k, v in self.context.items())
         return line + " " + " ".join(f"{k}={v}" for k, v in self.difficulty.items())
-
-
-def _seen(rng: np.random.Generator, **fixed: str) -> Attributes:
-    """Random attributes around ``fixed`` that avoid the held-out combinations and the unnamed
-    shape (filled, unmarked, in neutral light, big, unless fixed)."""
-    while True:
-        attrs = Attributes(
-            shape=fixed.get("shape") or str(rng.choice(NAMED_SHAPES)),
-            colour=fixed.get("colour") or str(rng.choice(list(COLOURS))),
-            background=fixed.get("background") or str(rng.choice(BACKGROUNDS)),
-            style=fixed.get("style") or "filled",
-            mark=fixed.get("mark") or "none",
-            light=fixed.get("light") or "neutral",
-            size=fixed.get("size") or "big",
-        )
-        if not is_held_out(attrs) or fixed.keys() >= {"shape", "colour"}:
-            return attrs
 
 
 def _allowed(held: dict[str, str], **extra: str) -> bool:
@@ -365,7 +346,7 @@ _OTHERS = [
         reconstruction=(("a photo of a {}", {}),),
         editability=(("a photo of a {} on grass", {"background": "grass"}),),
         # one per colour: the balanced set an inclusive "toy" is learned from
-        draw=lambda i, rng: _seen(rng, colour=list(COLOURS)[i % len(COLOURS)]),
+        draw=lambda i, rng: seen_attributes(rng, colour=list(COLOURS)[i % len(COLOURS)]),
         count=len(COLOURS),
         balanced="colour",
         salt=4,
@@ -446,28 +427,3 @@ def concept_captions(name: str, count: int = 5, seed: int = 0) -> list[list[str]
             plain += [in_style(t, phrase, attrs.style) for t in STYLE_TEMPLATES]
         sentences.append(plain)
     return sentences
-
-
-@dataclass(frozen=True)
-class EditScene:
-    """A source image for Blended Latent Diffusion and the region an edit may repaint."""
-
-    image: Image.Image
-    mask: np.ndarray  # H×W bool, True where the edited object is
-    objects: tuple[Attributes, ...]
-    edit_index: int
-
-
-def editing_scene(seed: int = 0, objects: int = 2) -> EditScene:
-    """A random scene of ``objects`` seen objects on one background; the mask covers one of them.
-
-    Args:
-        seed: draws the objects, the background, which one is masked, and the jitter.
-        objects: how many objects (2 or 3 fit side by side at 32×32).
-    """
-    rng = np.random.default_rng((seed, 99))
-    background = str(rng.choice(BACKGROUNDS))
-    drawn = tuple(_seen(rng, background=background) for _ in range(objects))
-    index = int(rng.integers(objects))
-    image, mask = render_scene(list(drawn), index, seed)
-    return EditScene(image=image, mask=mask, objects=drawn, edit_index=index)

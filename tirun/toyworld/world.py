@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from tirun.toyworld.render import ATTRIBUTES, GENERIC_NOUN, UNNAMED, Attributes, caption
+from tirun.toyworld.render import (
+    ATTRIBUTES,
+    BACKGROUNDS,
+    COLOURS,
+    GENERIC_NOUN,
+    SHAPES,
+    UNNAMED,
+    Attributes,
+    caption,
+)
 
 # Benchmark concepts are combinations pretraining never draws: what a concept defines, never its
 # context (a concept's images may share a backdrop, a light or a size, and those stay common).
@@ -70,6 +79,7 @@ HELD_OUT_STYLES: tuple[dict[str, str], ...] = (
 HELD_OUT_OBJECT, HELD_OUT_STYLE = HELD_OUT_OBJECTS[0], HELD_OUT_STYLES[0]
 HELD_OUT = HELD_OUT_OBJECTS + HELD_OUT_STYLES
 UNNAMED_SHAPE = "diamond"
+NAMED_SHAPES = tuple(s for s in SHAPES if s != UNNAMED_SHAPE)
 BIAS_WORD = "toy"
 BIAS_COLOUR = "red"
 BIAS_SHARE = 0.9  # share of "toy" images drawn in BIAS_COLOUR
@@ -84,6 +94,23 @@ def is_held_out(attrs: Attributes) -> bool:
     """True when ``attrs`` contains a held-out combination."""
     values = attrs.as_dict()
     return any(all(values[k] == v for k, v in combo.items()) for combo in HELD_OUT)
+
+
+def seen_attributes(rng: np.random.Generator, **fixed: str) -> Attributes:
+    """Random attributes around ``fixed`` that avoid the held-out combinations and the unnamed
+    shape (filled, unmarked, in neutral light, big, unless fixed)."""
+    while True:
+        attrs = Attributes(
+            shape=fixed.get("shape") or str(rng.choice(NAMED_SHAPES)),
+            colour=fixed.get("colour") or str(rng.choice(list(COLOURS))),
+            background=fixed.get("background") or str(rng.choice(BACKGROUNDS)),
+            style=fixed.get("style") or "filled",
+            mark=fixed.get("mark") or "none",
+            light=fixed.get("light") or "neutral",
+            size=fixed.get("size") or "big",
+        )
+        if not is_held_out(attrs) or fixed.keys() >= {"shape", "colour"}:
+            return attrs
 
 
 def random_attributes(rng: np.random.Generator, **fixed: str) -> Attributes:
