@@ -2,13 +2,14 @@
 needs to reach the final quality of a reference run (the diffusers example's loop at its
 documented defaults, `v3-test-diffusers-defaults-1seed` in experiments/toybench_test.sh).
 
-    python -m experiments.time_to_quality REFERENCE RUN [RUN ...] [--out FILE]
+    python -m experiments.time_to_quality REFERENCE RUN [RUN ...] [--out FILE] [--second M]
 
 Every run is read on the reference's words only (same concepts and seeds), at the steps its
-curve was scored. A run reaches the reference when its mean reconstruction and its mean
-editability over those words are both at least the reference's final means; the speed-up is
-the reference's whole training time over that time. The reference's own row says when its
-curve first reached its final quality (it could have stopped there).
+curve was scored. A run reaches the reference when its mean reconstruction and its mean second
+metric over those words are both at least the reference's final means; the speed-up is the
+reference's whole training time over that time. The second metric is ToyBench's editability
+(v3's table) or the paper's adherence (`--second adherence`, v4's). The reference's own row
+says when its curve first reached its final quality (it could have stopped there).
 """
 
 from __future__ import annotations
@@ -21,21 +22,24 @@ from tirun.files import atomic_write
 from tirun.toybench.report import Word, interval, load_run, reach
 
 RESULTS = Path(__file__).parent / "results" / "toybench" / "time-to-quality.md"
-METRICS = ("reconstruction", "editability")
+SECOND_METRICS = ("editability", "adherence")
 
 
 def _cell(value: float | None, digits: int) -> str:
     return "never" if value is None else f"{value:.{digits}f}"
 
 
-def table(reference: list[Word], runs: dict[str, list[Word]]) -> list[str]:
+def table(
+    reference: list[Word], runs: dict[str, list[Word]], second: str = "editability"
+) -> list[str]:
     """The Markdown table: the reference first, then each run on the reference's words."""
     pairs = {(w.concept, w.seed) for w in reference}
-    targets = {m: statistics.fmean(w.final[m] for w in reference) for m in METRICS}
+    metrics = ("reconstruction", second)
+    targets = {m: statistics.fmean(w.final[m] for w in reference) for m in metrics}
     recon = {"reconstruction": targets["reconstruction"]}
     total = statistics.fmean(w.final["seconds"] for w in reference)
     lines = [
-        "| run | words | reconstruction (95% CI) | editability (95% CI) | s / word | "
+        f"| run | words | reconstruction (95% CI) | {second} (95% CI) | s / word | "
         "s to its reconstruction | step reaching both | s to reach both | "
         "speed-up over the reference |",
         "|---|---:|---|---|---:|---:|---:|---:|---:|",
@@ -44,7 +48,7 @@ def table(reference: list[Word], runs: dict[str, list[Word]]) -> list[str]:
         matched = [w for w in words if (w.concept, w.seed) in pairs]
         if len(matched) < len(pairs):
             raise ValueError(f"{name} lacks {len(pairs) - len(matched)} of the reference's words")
-        rec, edit = interval(matched, "reconstruction"), interval(matched, "editability")
+        rec, edit = interval(matched, "reconstruction"), interval(matched, second)
         seconds = reach(matched, targets, "seconds")
         lines.append(
             f"| {name} | {len(matched)} | {rec[0]:.3f} ({rec[1]:.3f}–{rec[2]:.3f}) | "
@@ -57,7 +61,7 @@ def table(reference: list[Word], runs: dict[str, list[Word]]) -> list[str]:
     lines += [
         "",
         f"The reference's final means: reconstruction {targets['reconstruction']:.3f}, "
-        f"editability {targets['editability']:.3f}, after {total:.1f} s of training per word. "
+        f"{second} {targets[second]:.3f}, after {total:.1f} s of training per word. "
         "A run reaches them at the first scored step where both of its means are at least "
         "these (its reconstruction alone: the column before); its seconds are the training seconds "
         "to that step (scoring excluded).",
@@ -70,11 +74,17 @@ def main() -> None:
     parser.add_argument("reference", type=Path, help="the reference run's folder")
     parser.add_argument("runs", type=Path, nargs="+", help="tirun's runs' folders")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--second",
+        choices=SECOND_METRICS,
+        default="editability",
+        help="the metric reached beside reconstruction (v4: the paper's adherence)",
+    )
     args = parser.parse_args()
     reference = load_run(args.reference)
     runs = {args.reference.name: reference}
     runs |= {folder.name: load_run(folder) for folder in args.runs}
-    text = "\n".join(["# Time to quality", "", *table(reference, runs)]) + "\n"
+    text = "\n".join(["# Time to quality", "", *table(reference, runs, args.second)]) + "\n"
     atomic_write(args.out, lambda tmp: tmp.write_text(text))
     print(text, end="")
     print(f"wrote {args.out}")

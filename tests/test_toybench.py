@@ -483,25 +483,32 @@ def test_time_to_quality_is_the_first_step_where_both_means_reach_the_references
     """Reference: final means 0.6 reconstruction / 0.5 editability after 20 s. The run's means
     are 0.5 / 0.6 at step 50 (2 s: editability only) and 0.7 / 0.55 at step 100 (4 s: both),
     so it reaches the reference at step 100 in 4 s, 20 / 4 = 5× faster. Reconstruction alone:
-    the reference reaches 0.6 only at its end, the run at step 100 (4 s)."""
+    the reference reaches 0.6 only at its end, the run at step 100 (4 s). The same numbers as
+    adherence (v4's second metric, the words holding no editability) give the same table."""
     from experiments.time_to_quality import table
     from tirun.toybench.report import Word
 
-    def word(concept: str, points: list[tuple[int, float, float, float]]) -> Word:
-        curve = [{"step": s, "seconds": t, "reconstruction": r, "editability": e}
-                 for s, t, r, e in points]  # fmt: skip
-        outcomes = {"reconstruction": [1, 0], "editability": [1, 0]}
-        return Word("run", concept, "object", 0, curve, outcomes, tmp_path, tmp_path)
+    def runs(second: str) -> tuple[list[Word], list[Word]]:
+        def word(concept: str, points: list[tuple[int, float, float, float]]) -> Word:
+            curve = [{"step": s, "seconds": t, "reconstruction": r, second: e}
+                     for s, t, r, e in points]  # fmt: skip
+            outcomes = {"reconstruction": [1, 0], second: [1, 0]}
+            return Word("run", concept, "object", 0, curve, outcomes, tmp_path, tmp_path)
 
-    reference = [word("a", [(0, 0, 0, 0), (1000, 10, 0.4, 0.5), (2000, 20, 0.8, 0.6)]),
-                 word("b", [(0, 0, 0, 0), (1000, 10, 0.4, 0.3), (2000, 20, 0.4, 0.4)])]  # fmt: skip
-    run = [word("a", [(0, 0, 0, 0), (50, 2, 0.6, 0.7), (100, 4, 0.9, 0.6)]),
-           word("b", [(0, 0, 0, 0), (50, 2, 0.4, 0.5), (100, 4, 0.5, 0.5)])]  # fmt: skip
-    lines = table(reference, {"defaults": reference, "fast": run})
-    assert lines[2].endswith("| 20.0 | 20.0 | 2000 | 20.0 | 1.0× |")
-    assert lines[3].endswith("| 4.0 | 4.0 | 100 | 4.0 | 5.0× |")
+        reference = [word("a", [(0, 0, 0, 0), (1000, 10, 0.4, 0.5), (2000, 20, 0.8, 0.6)]),
+                     word("b", [(0, 0, 0, 0), (1000, 10, 0.4, 0.3), (2000, 20, 0.4, 0.4)])]  # fmt: skip
+        run = [word("a", [(0, 0, 0, 0), (50, 2, 0.6, 0.7), (100, 4, 0.9, 0.6)]),
+               word("b", [(0, 0, 0, 0), (50, 2, 0.4, 0.5), (100, 4, 0.5, 0.5)])]  # fmt: skip
+        return reference, run
+
+    for second in ("editability", "adherence"):
+        reference, run = runs(second)
+        lines = table(reference, {"defaults": reference, "fast": run}, second)
+        assert f"| {second} (95% CI) |" in lines[0]
+        assert lines[2].endswith("| 20.0 | 20.0 | 2000 | 20.0 | 1.0× |")
+        assert lines[3].endswith("| 4.0 | 4.0 | 100 | 4.0 | 5.0× |")
     with pytest.raises(ValueError, match="lacks 1"):
-        table(reference, {"short": run[:1]})
+        table(reference, {"short": run[:1]}, "adherence")
 
 
 def test_a_moved_jobs_word_is_its_own_not_the_one_a_later_job_left_at_its_old_path(tmp_path):
