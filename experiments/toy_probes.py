@@ -30,9 +30,9 @@ from tirun.metrics import oracle as oracle_metrics
 from tirun.models import load_pretrained
 from tirun.toybench.ceiling import concept_ceiling
 from tirun.toyworld import pretrain
-from tirun.toyworld.concepts import NAMED_SHAPES, split
+from tirun.toyworld.concepts import split
 from tirun.toyworld.render import COLOURS, Attributes
-from tirun.toyworld.world import is_held_out
+from tirun.toyworld.world import NAMED_SHAPES, is_held_out
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "tirun" / "assets" / "toy"
