@@ -248,7 +248,7 @@ def test_the_toy_resolver_reads_a_concepts_word_and_prompts_and_names_an_unknown
     )  # fmt: skip
     assert cfg.word == "square"
     assert list(cfg.prompts)[:2] == ["a photo of a {}", "a rendering of a {}"]
-    with pytest.raises(Exception, match=r"\$\{toy:colour,...\} is unknown; use toy:initializer"):
+    with pytest.raises(ValueError, match=r"\$\{toy:colour,...\} is unknown; use toy:initializer"):
         _ = cfg.bad
 
 
