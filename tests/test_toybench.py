@@ -544,6 +544,23 @@ def test_settings_after_the_report_folders_are_settings_not_folders(tmp_path, mo
     assert toybench.is_setting(Path("tracker=none")) and not toybench.is_setting(tmp_path)
 
 
+def test_a_run_reports_under_outputs_and_only_record_writes_the_committed_results(monkeypatch):
+    """`name=mine` writes its report into outputs/toybench/mine; `--record` is the one way into
+    experiments/results/toybench/mine, the committed results the docs cite."""
+    monkeypatch.setattr(toybench, "run", lambda *_: Path("toybench_runs/mine"))
+    reports = []
+    monkeypatch.setattr(
+        "tirun.toybench.report.report", lambda out, runs, *_: reports.append(out) or ""
+    )
+    settings = ["split=dev", "seeds=1", "name=mine", "tracker=none"]
+    assert toybench.main(settings) == 0
+    assert toybench.main(["--record", *settings]) == 0
+    assert reports == [
+        Path("outputs/toybench/mine"),
+        toybench.ROOT / "experiments" / "results" / "toybench" / "mine",
+    ]
+
+
 def test_the_summary_puts_adherence_and_leak_beside_toybench_s_scores_and_dashes_old_runs(
     tmp_path,
 ):

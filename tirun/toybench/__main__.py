@@ -2,8 +2,9 @@
 
     python -m tirun.toybench --list                     # name kind split attrs initializer
     python -m tirun.toybench --export DIR               # every concept's training images
-    python -m tirun.toybench split=dev seeds=1          # the quick mode (6 words)
+    python -m tirun.toybench split=dev seeds=1          # the quick mode (8 words)
     python -m tirun.toybench split=test seeds=3 name=paper [TRAINING OVERRIDES ...]
+    python -m tirun.toybench --record split=test seeds=3 name=NAME   # into the committed results
     python -m tirun.toybench split=test seeds=3 hydra/launcher=joblib   # Hydra's launchers
     python -m tirun.toybench split=test seeds=2 first_seed=1 name=NAME   # add seeds 1 and 2
     python -m tirun.toybench --words DIR split=test     # score another tool's word files
@@ -12,8 +13,9 @@
 
 A run trains every concept of the split × seed as one Hydra multirun of `python -m tirun
 +toybench=default` (any training override passes through, e.g. `word.num_vectors=2`), scores
-each word along its training, and writes the report into `experiments/results/toybench/NAME/`
-(the jobs' folders go to `toybench_runs/NAME/`). Choose settings on `split=dev` only.
+each word along its training, and writes the report into `outputs/toybench/NAME/` (with
+`--record`, into `experiments/results/toybench/NAME/`, the committed results the docs cite; the
+jobs' folders go to `toybench_runs/NAME/`). Choose settings on `split=dev` only.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from pathlib import Path
 from tirun.toyworld.concepts import CONCEPTS, SPLITS, concept_captions, split
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "experiments" / "results" / "toybench"
+RESULTS = ROOT / "experiments" / "results" / "toybench"  # the committed record: --record only
+OUTPUTS = Path("outputs") / "toybench"
 RUNS = ROOT / "toybench_runs"
 OWN_KEYS = ("split", "seeds", "first_seed", "name")
 
@@ -172,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--words", type=Path, help="score the word files in this folder")
     parser.add_argument("--report", type=Path, nargs="+", metavar=("OUT", "RUN"))
     parser.add_argument(
+        "--record",
+        action="store_true",
+        help=f"write the report into {RESULTS.relative_to(ROOT)}/NAME (committed), not {OUTPUTS}/NAME",
+    )
+    parser.add_argument(
         "settings", nargs="*", help="split=dev|test seeds=N name=NAME, then overrides"
     )
     args = parser.parse_args(argv)
@@ -208,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs = score_words(args.words, names, RUNS / name, seeds=seeds)
             else:
                 runs = run(split_name, seeds, name, overrides)
-            out = RESULTS / name
+            out = (RESULTS if args.record else OUTPUTS) / name
             print(report(out, [runs], [name]), end="")
         print(f"wrote {out}")
         if "tracker=none" not in overrides:
