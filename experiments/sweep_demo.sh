@@ -2,16 +2,24 @@
 # A 4-job toy-world sweep (2 learning rates x 1 or 3 vectors of the object preset's word) and
 # its report, in one command:
 #   bash experiments/sweep_demo.sh [more overrides, e.g. tracker=wandb or hydra/launcher=joblib]
+#   bash experiments/sweep_demo.sh --record     # rewrite the committed experiments/results/sweep_demo
 # Each job is scored as a ToyBench job is (application=toybench: the oracle reads 64 samples of
 # the concept's neutral prompts, reconstruction, and 64 of its edit prompts, editability, for the
 # final word and for the initializer), so the report draws the jobs on reconstruction against
-# editability. Writes the jobs, report.html, report.md, report.csv and tradeoff.png to $OUT
-# (experiments/results/sweep_demo).
+# editability. Writes the jobs, report.html, report.md, report.csv and tradeoff.png to $OUT:
+# multirun/sweep_demo/<date>/<time>; with --record (first), experiments/results/sweep_demo, which
+# it empties first: the committed demo the docs link to is rewritten only when asked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python
-OUT=${OUT:-experiments/results/sweep_demo}
+if [ "${1:-}" = --record ]; then
+  shift
+  OUT=experiments/results/sweep_demo
+  rm -rf "$OUT"
+else
+  OUT=${OUT:-multirun/sweep_demo/$(date +%Y-%m-%d/%H-%M-%S)}
+fi
 
 if [ -d tirun/assets/toy/model ]; then
   SETUP=(model=toy application=toybench)
@@ -25,7 +33,6 @@ else
   STEPS=${STEPS:-20}
 fi
 
-rm -rf "$OUT"
 HF_HUB_OFFLINE=1 "$PY" -m tirun --multirun +exp=object "${SETUP[@]}" tracker=none \
   optimizer.lr=2e-3,1e-2 word.num_vectors=1,3 train.max_steps="$STEPS" train.checkpoint_every=0 \
   hydra.sweep.dir="$OUT" "$@"

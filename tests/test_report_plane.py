@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -129,3 +130,40 @@ def test_the_committed_sweep_demo_report_links_grids_that_are_there():
     assert len(set(hrefs)) == 4  # one grid per job
     assert all((demo / href).is_file() for href in hrefs)
     assert "applications.toybench.final.reconstruction (x)" in (demo / "report.md").read_text()
+
+
+def run_sweep_demo(root: Path, *args: str) -> list[str]:
+    """`experiments/sweep_demo.sh` run in a copy of the repository's layout under ``root``, with a
+    stand-in Python that logs its arguments: where each command would write, nothing trained."""
+    script = root / "experiments" / "sweep_demo.sh"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(
+        (Path(__file__).resolve().parents[1] / "experiments" / "sweep_demo.sh").read_text()
+    )
+    python = root / "python"
+    python.write_text(f'#!/bin/sh\necho "$@" >> {root / "calls.txt"}\n')
+    python.chmod(0o755)
+    result = subprocess.run(["bash", str(script), *args], env={**os.environ, "PY": str(python)},
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return (root / "calls.txt").read_text().splitlines()
+
+
+def test_the_sweep_demo_writes_under_multirun_and_only_record_rewrites_the_committed_demo(
+    tmp_path,
+):
+    committed = tmp_path / "experiments" / "results" / "sweep_demo"
+    (committed / "0").mkdir(parents=True)
+    (committed / "report.md").write_text("the committed demo")
+
+    sweep, report = run_sweep_demo(tmp_path, "tracker=wandb")
+    out = sweep.split("hydra.sweep.dir=")[1].split()[0]
+    assert out.startswith("multirun/sweep_demo/") and report == f"-m tirun.report {out}"
+    assert sweep.endswith("tracker=wandb") and (committed / "report.md").exists()
+
+    sweep, report = run_sweep_demo(tmp_path, "--record")[2:]
+    assert (
+        sweep.endswith("hydra.sweep.dir=experiments/results/sweep_demo") and "--record" not in sweep
+    )
+    assert report == "-m tirun.report experiments/results/sweep_demo"
+    assert not committed.exists()  # emptied for the new record
