@@ -2,15 +2,27 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# `make install EXTRAS=dev,xformers` adds xformers (CUDA only; train.attention=xformers).
+EXTRAS ?= dev
+TORCH ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install test test-slow test-slurm lint bench toy-model clean
 
+# torch first, so tirun's `torch>=2.4` finds it. With a GPU (nvidia-smi), PyPI's torch, a CUDA
+# build. Without one, the CPU build from PyTorch's CPU index: PyPI's Linux torch is the CUDA
+# build, gigabytes of CUDA libraries a CPU never uses. Where that index cannot be reached (one
+# try, a short timeout), the same version from the default index, with a line saying so; the
+# last line before tirun's names the build that landed.
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# A CPU build of torch unless a GPU is present, so no CUDA wheels land on a CPU machine.
-	if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install -q torch; else $(PIP) install -q torch==2.13.0; fi
-	$(PIP) install -q -e ".[dev]"
+	if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install -q torch; \
+	elif ! $(PIP) install -q --retries 0 --timeout 15 --index-url $(TORCH_CPU_INDEX) torch==$(TORCH); then \
+	  echo "make install: $(TORCH_CPU_INDEX) not reached: torch==$(TORCH) from the default index (on Linux, its CUDA build)"; \
+	  $(PIP) install -q torch==$(TORCH); fi
+	@$(PY) -c "import torch; print('make install: torch', torch.__version__, 'with CUDA ' + torch.version.cuda if torch.version.cuda else '(CPU build)')"
+	$(PIP) install -q -e ".[$(EXTRAS)]"
 
 test:
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -m "not slow and not slurm"
