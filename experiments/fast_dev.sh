@@ -2,7 +2,7 @@
 # Choosing the fast recipe and the trainer's thresholds on ToyBench's dev split (never test);
 # on toy model v2, the fast recipe was dev-b4-lr1e-2 at its step 200, the dev-fast-* runs each
 # later method of the family switched on over it; on v3 (the v3-dev-* runs, named one by one)
-# the fast recipe (conf/recipe/fast.yaml) is v3-dev-nv3-b4 at its step 150; the v4-dev-* runs
+# the fast recipe (tirun/conf/recipe/fast.yaml) is v3-dev-nv3-b4 at its step 150; the v4-dev-* runs
 # are on toy model v4:
 #   bash experiments/fast_dev.sh [RUN ...]      # default: the v2 runs, one after another
 # Every run records the fixed-batch loss every 10 steps without stopping

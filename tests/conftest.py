@@ -9,22 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image, ImageDraw
 
+from tirun import config
 from tirun.models import Components, build_random
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 torch.set_num_threads(2)
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(config.CONF)
 
 
 def compose_config(*overrides: str):
     """The config `python -m tirun OVERRIDES` would run with (CPU, tiny, no tracker)."""
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return config.compose(overrides)
 
 
 def make_images(folder: Path, count: int = 4, size: tuple[int, int] = (40, 36)) -> Path:
@@ -74,7 +73,7 @@ def tiny_run(tmp_path: Path, image_folder: Path):
     return run
 
 
-ROOT = Path(CONF).parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tirun_process(

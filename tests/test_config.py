@@ -15,7 +15,6 @@ from tests.conftest import CONF, compose_config, tirun_process
 from tirun.templates import per_image
 
 PRESETS = sorted(p.stem for p in (Path(CONF) / "exp").glob("*.yaml"))
-ROOT = Path(CONF).parent
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -102,7 +102,7 @@ def leaf_keys(node, prefix: str = "") -> list[str]:
 
 
 def every_choice() -> dict[str, list[str]]:
-    """Each config group the reference covers, with its choices (conf/<group>/*.yaml)."""
+    """Each config group the reference covers, with its choices (tirun/conf/<group>/*.yaml)."""
     groups = ("model", "dataset", "template", "optimizer", "tracker", "application")
     return {g: sorted(p.stem for p in (Path(CONF) / g).glob("*.yaml")) for g in groups}
 

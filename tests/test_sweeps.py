@@ -14,7 +14,6 @@ from PIL import Image
 from tests.conftest import CONF, tirun_process
 from tirun import report
 
-ROOT = Path(CONF).parent
 TINY = ("model=tiny", "tracker=none", "train.batch_size=2", "train.checkpoint_every=0")
 
 

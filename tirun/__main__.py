@@ -22,10 +22,10 @@ from omegaconf.errors import MissingMandatoryValue
 from tqdm.auto import tqdm
 
 from tirun import choices, tracking
+from tirun.config import CONF
 from tirun.files import write_json
 
 log = logging.getLogger("tirun")
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def metric_value(metrics: dict, name: str | None) -> float | None:
@@ -221,7 +221,7 @@ def composition_error(args: list[str]) -> str | None:
             group, name = absent.groups()
             options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
             return (
-                f"{group}={name} is not a choice; use one of {', '.join(options)} (conf/{group}/)"
+                f"{group}={name} is not a choice; use one of {', '.join(options)} (tirun/conf/{group}/)"
             )
         unknown = re.search(r"Could not override '([^']+)'", message)
         if unknown and "not in struct" in message:

@@ -17,14 +17,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from tirun import applications
+from tirun import applications, config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 _MISSING = object()
 
 
@@ -42,8 +40,7 @@ def load_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
     names = [o.split("=", 1)[1] for o in overrides if o.startswith("application=")]
     rest = [o for o in overrides if not o.startswith("application=")]
     if names:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg.application = compose("config", overrides=[f"application={names[-1]}"]).application
+        cfg.application = config.compose([f"application={names[-1]}"]).application
     if cfg.get("application") is None:
         raise ValueError(
             f"the run in {run_dir} had no application: add application=NAME (e.g. variation)"

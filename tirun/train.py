@@ -41,7 +41,7 @@ def train(cfg: DictConfig, run_dir: Path, keep_tracking: bool = False) -> tuple[
     """Learn `cfg.word` from `cfg.dataset` on `cfg.model`; returns (metrics, objects).
 
     Args:
-        cfg: the composed config (see `conf/config.yaml`).
+        cfg: the composed config (see `tirun/conf/config.yaml`).
         run_dir: where files go (`python -m tirun` passes the folder all ranks agreed on).
         keep_tracking: leave the trackers open (an application follows and logs its scores;
             the caller then calls `tracking.finish`).

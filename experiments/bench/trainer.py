@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.bench.cases import GUIDANCE, PROMPTS, REPO, TIRUN_MODEL, TOKEN, Case, Plan
+from experiments.bench.cases import GUIDANCE, PROMPTS, TIRUN_MODEL, TOKEN, Case, Plan
 
 
 def tirun_overrides(case: Case, images: Path, out_dir: Path, steps: int) -> list[str]:
@@ -31,12 +31,10 @@ def tirun_overrides(case: Case, images: Path, out_dir: Path, steps: int) -> list
 
 def run_tirun(case: Case, images: Path, out_dir: Path, steps: int) -> dict:
     """Run `train(cfg)` as `python -m tirun` would; returns its `metrics.json`."""
-    from hydra import compose, initialize_config_dir
-
+    from tirun.config import compose
     from tirun.train import train
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=tirun_overrides(case, images, out_dir, steps))
+    cfg = compose(tirun_overrides(case, images, out_dir, steps))
     train(cfg, run_dir=out_dir)
     metrics = out_dir / "metrics.json"
     if not metrics.is_file():

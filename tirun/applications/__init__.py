@@ -1,7 +1,7 @@
 """Applications of a learned word, one module each: variation, synthesis, style, composition,
 bias, bld (Blended Latent Diffusion editing).
 
-`conf/application/<name>.yaml` names its function with `_target_`; `run` instantiates it, calls
+`tirun/conf/application/<name>.yaml` names its function with `_target_`; `run` instantiates it, calls
 it with a `Context`, and files its metrics under `applications.<name>` in `metrics.json`.
 `prepare` runs first, before any training: it refuses what the application cannot run with and
 learns the words `application.learn` names (composition's object and style words). A module

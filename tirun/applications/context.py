@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Sampling:
-    """How samples are drawn (`conf/application/sampling/*.yaml`).
+    """How samples are drawn (`tirun/conf/application/sampling/*.yaml`).
 
     Args:
         samples: images per prompt.

@@ -165,10 +165,10 @@ def table_lines(ceilings: dict[str, dict], concepts: list[Concept]) -> list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     from tirun.applications.context import Sampling
+    from tirun.config import compose
     from tirun.metrics import oracle as oracle_metrics
     from tirun.models import PACKAGED_MODELS
 
@@ -177,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="toy", help="model folder (default: the toy model)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["+toybench=default", f"model.path={args.model}"])
+    cfg = compose(["+toybench=default", f"model.path={args.model}"])
     components = instantiate(cfg.model)
     components.freeze()
     settings = Sampling(**cfg.application.sampling)

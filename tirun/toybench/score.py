@@ -14,7 +14,6 @@ per-attribute rates say which part of the concept a word got.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from tirun import loading, sampling
 from tirun.applications.context import Sampling
@@ -23,17 +22,15 @@ from tirun.models import Components
 from tirun.toyworld.concepts import Concept, EvalPrompt
 from tirun.toyworld.oracle import Oracle
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
-
 
 def scorer() -> tuple[Components, Oracle, Sampling]:
     """The toy model (frozen), the oracle and the sampler a `+toybench=default` job scores
     with: what a script needs to score words as ToyBench does."""
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["+toybench=default"])
+    from tirun.config import compose
+
+    cfg = compose(["+toybench=default"])
     components = instantiate(cfg.model)
     components.freeze()
     return components, oracle_metrics.load(), Sampling(**cfg.application.sampling)
