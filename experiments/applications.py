@@ -59,11 +59,11 @@ def saved_word(folder: Path) -> Path:
 
 def named_object(preset: str) -> str:
     """The preset's object concept in its attributes' names ("purple star"), as a plain word."""
-    from tirun.applications import project_config
+    from tirun import config
     from tirun.toybench.ceiling import object_name
     from tirun.toyworld.concepts import CONCEPTS
 
-    return object_name(CONCEPTS[project_config(preset).dataset.concept].attributes)
+    return object_name(CONCEPTS[config.compose([preset]).dataset.concept].attributes)
 
 
 def commands(out: Path) -> dict[str, list[str]]:
@@ -158,8 +158,7 @@ def from_names(results: dict[str, tuple[dict, str, str]], out: Path) -> dict[str
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from tirun import sampling
-    from tirun.applications import project_config
+    from tirun import config, sampling
     from tirun.metrics import oracle as oracle_metrics
     from tirun.toybench.ceiling import named_sentence
 
@@ -172,7 +171,7 @@ def from_names(results: dict[str, tuple[dict, str, str]], out: Path) -> dict[str
     expected = {n: e for n, e in expected.items() if e}
     if not expected:
         return rates
-    components = instantiate(project_config("model=toy").model)
+    components = instantiate(config.compose(["model=toy"]).model)
     components.freeze()
     pipe = components.pipeline("ddim")
     pipe.set_progress_bar_config(disable=True)

@@ -8,8 +8,8 @@ import pytest
 
 from tests.conftest import compose_config
 from tirun import embeddings
-from tirun.__main__ import run
-from tirun.applications import prepare
+from tirun.__main__ import learn_words, run
+from tirun.applications import check
 
 TINY = (
     "model=tiny",
@@ -44,9 +44,14 @@ def test_the_preset_learns_the_object_and_style_words_then_composes_them(tmp_pat
         assert (tmp_path / "samples" / "composition" / f"{grid}.png").is_file()
 
 
+def _never_trains(cfg, run_dir):
+    raise AssertionError(f"trained a word in {run_dir}")
+
+
 def test_two_given_words_are_composed_and_nothing_is_learned(tmp_path):
     cfg = compose_config("+exp=composition", "embeddings=[a.safetensors,b.safetensors]", *TINY)
-    prepare(cfg, tmp_path)
+    check(cfg)
+    learn_words(cfg, tmp_path, _never_trains)
     assert list(cfg.embeddings) == ["a.safetensors", "b.safetensors"]
     assert list(tmp_path.iterdir()) == []
 
@@ -63,7 +68,7 @@ def test_a_composition_that_would_get_one_word_is_refused_before_training(
     tmp_path, overrides, source
 ):
     with pytest.raises(ValueError) as refused:
-        prepare(compose_config(*overrides, *TINY), tmp_path)
+        check(compose_config(*overrides, *TINY))
     assert str(refused.value) == (
         f"application=composition takes 2 learned words and this run would get 1 ({source}): "
         "give embeddings=[word_a,word_b], or presets that learn them first, e.g. "
@@ -74,7 +79,8 @@ def test_a_composition_that_would_get_one_word_is_refused_before_training(
 
 def test_an_unknown_preset_to_learn_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"application.learn: 'stlye' is not a preset; .*style"):
-        prepare(compose_config("+exp=composition", "application.learn=[object,stlye]"), tmp_path)
+        cfg = compose_config("+exp=composition", "application.learn=[object,stlye]")
+        learn_words(cfg, tmp_path, _never_trains)
 
 
 def test_the_refusal_is_one_line_on_the_command_line(tmp_path, tirun_cli):

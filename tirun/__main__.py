@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -26,6 +27,9 @@ from tirun.config import CONF
 from tirun.files import write_json
 
 log = logging.getLogger("tirun")
+# What a word learned for an application takes from the run (the command's model and training
+# settings); its preset gives the rest (word, dataset, template).
+RUN_SETTINGS = ("model", "train", "optimizer", "tracker", "validation", "export")
 
 
 def metric_value(metrics: dict, name: str | None) -> float | None:
@@ -71,9 +75,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     applying = cfg.get("application") is not None
     if applying:  # before any training: what the application needs, and the words it learns
-        from tirun.applications import prepare
+        from tirun import applications
 
-        prepare(cfg, run_dir)
+        applications.check(cfg)
+        learn_words(cfg, run_dir, train)
     metrics, objects = (
         train(cfg, run_dir, keep_tracking=applying) if not cfg.embeddings else ({}, {})
     )
@@ -90,6 +95,39 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             grids = sorted((run_dir / "samples" / cfg.application.name).glob("*.png"))
             tracking.finish(objects["accelerator"], metrics, metrics.get("files", []), grids)
     return metrics
+
+
+def learn_words(cfg: DictConfig, run_dir: Path, train: Callable) -> None:
+    """Learn the words `application.learn` names, unless `embeddings=[...]` gives them; they
+    become the run's `embeddings`, applied as saved words are.
+
+    Each name is a preset (`tirun/conf/exp/<name>.yaml`), learned as `python -m tirun +exp=<name>`
+    learns it, on the run's `RUN_SETTINGS`, in `<run>/<name>/`.
+    """
+    from tirun import config
+    from tirun.outputs import word_file
+
+    learn = list(cfg.application.get("learn") or [])
+    presets = sorted(f.stem for f in (CONF / "exp").glob("*.yaml"))
+    unknown = [preset for preset in learn if preset not in presets]
+    if unknown:
+        raise ValueError(
+            f"application.learn: {unknown[0]!r} is not a preset; use names from tirun/conf/exp/: "
+            f"{', '.join(presets)}"
+        )
+    if cfg.embeddings or not learn:
+        return
+    files = []
+    for preset in learn:
+        word_cfg = config.compose([f"+exp={preset}"])
+        for key in RUN_SETTINGS:
+            word_cfg[key] = cfg[key]
+        folder = Path(run_dir) / preset
+        log.info("application %s: learning the %s word (+exp=%s) in %s",
+                 cfg.application.name, preset, preset, folder)  # fmt: skip
+        metrics, _ = train(word_cfg, folder)
+        files.append(str(word_file(metrics, str(folder))))
+    cfg.embeddings = files
 
 
 def agreed_run_dir(own: Path, cpu: bool) -> Path:

@@ -52,3 +52,19 @@ def export_path(run_dir: Path, fmt: str, learned: embeddings.LearnedWord) -> Pat
         "official": run_dir / "embeddings.pt",
         "kohya": run_dir / f"{name}.kohya.safetensors",
     }.get(fmt, run_dir / fmt)
+
+
+def word_file(metrics: dict, where: str) -> Path:
+    """The word a training run just saved (its ``metrics``), never a file an earlier run left in
+    the same folder; of its formats, the one diffusers reads (an XTI word has one file)."""
+    if metrics.get("status", "finished") != "finished":
+        raise ValueError(
+            f"training ended with status {metrics['status']!r} and saved no word: nothing to apply"
+        )
+    files = [Path(f) for f in metrics.get("files", [])]
+    if files:
+        readable = [f for f in files if f.name in (embeddings.DIFFUSERS_NAME, xti.FILE_NAME)]
+        return (readable or files)[0]
+    raise ValueError(
+        f"{where} holds no learned word to apply: train one or give embeddings=[path,...]"
+    )

@@ -1,11 +1,12 @@
 """Applications of a learned word, one module each: variation, synthesis, style, composition,
 bias, bld (Blended Latent Diffusion editing).
 
-`tirun/conf/application/<name>.yaml` names its function with `_target_`; `run` instantiates it, calls
-it with a `Context`, and files its metrics under `applications.<name>` in `metrics.json`.
-`prepare` runs first, before any training: it refuses what the application cannot run with and
-learns the words `application.learn` names (composition's object and style words). A module
-whose function takes a fixed number of words says so in `WORDS`.
+`tirun/conf/application/<name>.yaml` names its function with `_target_`; `run` instantiates it,
+calls it with a `Context`, and files its metrics under `applications.<name>` in `metrics.json`.
+`check` runs first, before any training: it refuses what the application cannot run with. A
+module whose function takes a fixed number of words says so in `WORDS`. The words
+`application.learn` names are learned by the run itself (`tirun.__main__.learn_words`), so this
+package composes no config and trains nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from tirun.applications.context import Context, word_file
+from tirun.applications.context import Context
 from tirun.files import atomic_write, write_json
 
 log = logging.getLogger(__name__)
@@ -27,32 +28,11 @@ log = logging.getLogger(__name__)
 # The application whose oracle scores stand for the run's (issue 4's `oracle.*` names), by the
 # kind of toy concept learned.
 ORACLE_SUMMARY = {"object": "variation", "style": "style"}
-CONF = Path(__file__).resolve().parents[2] / "conf"
-# What a word learned for an application takes from the run (the command's model and training
-# settings); its preset gives the rest (word, dataset, template).
-RUN_SETTINGS = ("model", "train", "optimizer", "tracker", "validation", "export")
 
 
-def project_config(*overrides: str) -> DictConfig:
-    """The project's config composed with ``overrides`` as `python -m tirun` composes it, inside
-    a Hydra run (its config loader) or outside one."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        return compose("config", overrides=list(overrides))
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
-def prepare(cfg: DictConfig, run_dir: Path) -> None:
-    """Before any training: refuse an application that cannot get the words it takes, and learn
-    the words `application.learn` names when `embeddings=[...]` gives none.
-
-    `application.learn` lists presets (`conf/exp/<name>.yaml`): each word is learned as
-    `python -m tirun +exp=<name>` learns it, on the run's `RUN_SETTINGS`, in `<run>/<name>/`;
-    the words then are the run's `embeddings`, applied as saved words are.
-    """
+def check(cfg: DictConfig) -> None:
+    """Before any training: refuse an application whose keys its function does not take, or
+    that would get another number of words than its module's `WORDS`."""
     name, _, learn, params = _parts(cfg)
     _check_keys(name, params)
     takes = getattr(inspect.getmodule(get_method(params["_target_"])), "WORDS", None)
@@ -68,27 +48,6 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
             f"({source}): give embeddings=[word_a,word_b], or presets that learn them first, "
             "e.g. application.learn=[object,style]"
         )
-    presets = sorted(f.stem for f in (CONF / "exp").glob("*.yaml"))
-    unknown = [preset for preset in learn if preset not in presets]
-    if unknown:
-        raise ValueError(
-            f"application.learn: {unknown[0]!r} is not a preset; use names from conf/exp/: "
-            f"{', '.join(presets)}"
-        )
-    if cfg.embeddings or not learn:
-        return
-    from tirun.train import train
-
-    files = []
-    for preset in learn:
-        word_cfg = project_config(f"+exp={preset}")
-        for key in RUN_SETTINGS:
-            word_cfg[key] = cfg[key]
-        log.info("application %s: learning the %s word (+exp=%s) in %s", name, preset, preset,
-                 Path(run_dir) / preset)  # fmt: skip
-        metrics, _ = train(word_cfg, Path(run_dir) / preset)
-        files.append(str(word_file(metrics, str(Path(run_dir) / preset))))
-    cfg.embeddings = files
 
 
 def run(cfg: DictConfig, run_dir: Path, metrics: dict, objects: dict) -> dict:

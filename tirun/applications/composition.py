@@ -11,7 +11,7 @@ from tirun.applications.context import Context, Sampling, check_templates, with_
 from tirun.metrics.clip import without_words
 from tirun.toyworld.concepts import CONCEPTS
 
-WORDS = 2  # `applications.prepare` refuses a run that would get another count, before training
+WORDS = 2  # `applications.check` refuses a run that would get another count, before training
 
 
 def run(

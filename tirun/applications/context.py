@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from tirun import embeddings, loading, sampling, xti
+from tirun import loading, sampling
 from tirun.files import atomic_write
 from tirun.metrics import oracle as oracle_metrics
 from tirun.metrics.clip import ClipScorer, without_words
@@ -23,6 +23,7 @@ from tirun.metrics.clip import load_model as load_clip
 from tirun.metrics.dino import DinoScorer
 from tirun.metrics.dino import load_model as load_dino
 from tirun.models import Components
+from tirun.outputs import word_file
 from tirun.toyworld.concepts import CONCEPTS, Concept
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"  # the paper's evaluation model
@@ -57,22 +58,6 @@ def toy_concept(cfg: DictConfig) -> Concept | None:
     if name is None or OmegaConf.select(cfg, "dataset.path"):
         return None
     return CONCEPTS[name]
-
-
-def word_file(metrics: dict, where: str) -> Path:
-    """The word a training run just saved (its ``metrics``), never a file an earlier run left in
-    the same folder; of its formats, the one diffusers reads (an XTI word has one file)."""
-    if metrics.get("status", "finished") != "finished":
-        raise ValueError(
-            f"training ended with status {metrics['status']!r} and saved no word: nothing to apply"
-        )
-    files = [Path(f) for f in metrics.get("files", [])]
-    if files:
-        readable = [f for f in files if f.name in (embeddings.DIFFUSERS_NAME, xti.FILE_NAME)]
-        return (readable or files)[0]
-    raise ValueError(
-        f"{where} holds no learned word to apply: train one or give embeddings=[path,...]"
-    )
 
 
 class Context:
