@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from tirun import sampling
-from tirun.applications.context import Sampling
 from tirun.metrics import oracle as oracle_metrics
 from tirun.models import load_pretrained
+from tirun.sampling import Sampling
 from tirun.toybench.ceiling import concept_ceiling
 from tirun.toyworld import pretrain
 from tirun.toyworld.concepts import split

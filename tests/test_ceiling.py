@@ -7,7 +7,7 @@ import json
 from PIL import Image
 
 from tirun import sampling
-from tirun.applications.context import Sampling
+from tirun.sampling import Sampling
 from tirun.toybench import ceiling
 from tirun.toyworld.concepts import CONCEPTS
 

@@ -1,13 +1,48 @@
-"""The package's imports have a direction: no module of `tirun/` reaches itself through its
-imports, lazy ones (inside functions) included, and the general modules do not use the toy
-world."""
+"""The package's imports have a direction: each module imports from its own layer and the
+layers below it (`LAYERS`), lazy imports (inside functions) included; none reaches itself
+through its imports; the general modules do not use the toy world."""
 
 from __future__ import annotations
 
 import ast
+from fnmatch import fnmatch
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tirun"
+# Top first. A module belongs to the layer of the longest pattern it matches; a module no
+# pattern names is one of the parts, the bottom layer, so a new module starts where it may
+# import the least.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "commands",
+        (
+            "tirun",  # the package itself: its `${toy:...}` resolver reads the toy concepts
+            "tirun.__main__",
+            "tirun.eval",
+            "tirun.report",
+            "tirun.xti_convert",
+            "tirun.toybench.__main__",
+            "tirun.toyworld.pretrain",
+        ),
+    ),
+    ("applications", ("tirun.applications", "tirun.applications.*")),
+    ("benchmark", ("tirun.toybench", "tirun.toybench.*")),
+    (
+        "training",
+        (
+            "tirun.train",
+            "tirun.validation",
+            "tirun.outputs",
+            "tirun.checkpoint",
+            "tirun.early_stop",
+            "tirun.health",
+            "tirun.tracking",
+            "tirun.cluster",
+            "tirun.slurm",
+        ),
+    ),
+    ("parts", ("tirun.*",)),
+)
 
 
 def _modules() -> dict[str, Path]:
@@ -58,6 +93,54 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
                 seen.add(nxt)
                 todo.append(nxt)
     return seen
+
+
+def layer(module: str) -> int:
+    """The module's layer, 0 at the top."""
+    matches = [
+        (len(pattern), depth)
+        for depth, (_, patterns) in enumerate(LAYERS)
+        for pattern in patterns
+        if fnmatch(module, pattern)
+    ]
+    return max(matches)[1]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Every import of a module from a layer above its own."""
+    return sorted(
+        (module, target)
+        for module, targets in graph.items()
+        for target in targets
+        if layer(target) < layer(module)
+    )
+
+
+def test_the_layers_place_commands_above_applications_above_the_benchmark_and_training():
+    names = {module: LAYERS[layer(module)][0] for module in _modules()}
+    assert names["tirun.__main__"] == "commands"
+    assert names["tirun.applications.context"] == "applications"
+    assert names["tirun.toybench.__main__"] == "commands"
+    assert names["tirun.toybench.score"] == "benchmark"
+    assert names["tirun.train"] == "training"
+    assert names["tirun.toyworld.render"] == "parts"
+    assert upward_imports({"tirun.train": {"tirun.applications"}}) == [
+        ("tirun.train", "tirun.applications")
+    ]
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_applications_train_nothing_and_nothing_below_them_uses_them():
+    graph = import_graph()
+    applications = {m for m in graph if layer(m) == 1}
+    for module in sorted(applications):
+        assert "tirun.train" not in reachable(graph, module), module
+    below = [m for m in graph if layer(m) > 1]  # the benchmark, training and the parts
+    for module in below:
+        assert not reachable(graph, module) & applications, module
 
 
 def test_the_graph_sees_lazy_and_relative_imports():

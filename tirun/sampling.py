@@ -1,14 +1,37 @@
-"""Fixed-seed samples from a pipeline with words loaded (`loading.pipeline_with_words`), and the
-grids that show them: validation previews, applications, evaluation and ToyBench."""
+"""Fixed-seed samples from a pipeline with words loaded (`loading.pipeline_with_words`), how
+they are drawn (`Sampling`), and the grids that show them: validation previews, applications,
+evaluation and ToyBench."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from tirun import xti
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How samples are drawn (`tirun/conf/application/sampling/*.yaml`).
+
+    Args:
+        samples: images per prompt.
+        steps: denoising steps.
+        guidance: classifier-free guidance scale.
+        scheduler: `ddim` or `ddpm`.
+        seed: image j of every prompt uses seed `seed + j`, so rows are comparable.
+        batch_size: images per pipeline call.
+    """
+
+    samples: int
+    steps: int
+    guidance: float
+    scheduler: str
+    seed: int
+    batch_size: int
 
 
 def sample(

@@ -7,9 +7,10 @@ ITI-GEN measures fairness: lower is fairer.
 
 from __future__ import annotations
 
-from tirun.applications.context import Context, Sampling, check_templates
+from tirun.applications.context import Context, check_templates
 from tirun.metrics import oracle as oracle_metrics
 from tirun.metrics.fairness import distribution, kl_uniform
+from tirun.sampling import Sampling
 
 
 def run(

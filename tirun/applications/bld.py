@@ -27,11 +27,12 @@ from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 
 from tirun import xti
-from tirun.applications.context import Context, Sampling, check_templates, with_baseline
+from tirun.applications.context import Context, check_templates, with_baseline
 from tirun.data import to_rgb
 from tirun.metrics.background import background_mse, background_psnr
 from tirun.metrics.clip import without_words
 from tirun.metrics.images import mask_crop, to_float, to_pil
+from tirun.sampling import Sampling
 from tirun.toyworld.scenes import editing_scene
 
 

@@ -7,8 +7,9 @@ with `application.tokens`). A right sample shows both concepts at once. The word
 
 from __future__ import annotations
 
-from tirun.applications.context import Context, Sampling, check_templates, with_baseline
+from tirun.applications.context import Context, check_templates, with_baseline
 from tirun.metrics.clip import without_words
+from tirun.sampling import Sampling
 from tirun.toyworld.concepts import CONCEPTS
 
 WORDS = 2  # `applications.check` refuses a run that would get another count, before training

@@ -7,7 +7,6 @@ import logging
 import statistics
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -24,31 +23,11 @@ from tirun.metrics.dino import DinoScorer
 from tirun.metrics.dino import load_model as load_dino
 from tirun.models import Components
 from tirun.outputs import word_file
+from tirun.sampling import Sampling
 from tirun.toyworld.concepts import CONCEPTS, Concept
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"  # the paper's evaluation model
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How samples are drawn (`tirun/conf/application/sampling/*.yaml`).
-
-    Args:
-        samples: images per prompt.
-        steps: denoising steps.
-        guidance: classifier-free guidance scale.
-        scheduler: `ddim` or `ddpm`.
-        seed: image j of every prompt uses seed `seed + j`, so rows are comparable.
-        batch_size: images per pipeline call.
-    """
-
-    samples: int
-    steps: int
-    guidance: float
-    scheduler: str
-    seed: int
-    batch_size: int
 
 
 def toy_concept(cfg: DictConfig) -> Concept | None:

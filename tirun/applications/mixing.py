@@ -10,8 +10,9 @@ the listed indices. A right sample shows the first concept's shape and the secon
 from __future__ import annotations
 
 from tirun import xti
-from tirun.applications.context import Context, Sampling, check_templates, with_baseline
+from tirun.applications.context import Context, check_templates, with_baseline
 from tirun.metrics.clip import without_words
+from tirun.sampling import Sampling
 from tirun.toyworld.concepts import CONCEPTS
 
 

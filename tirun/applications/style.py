@@ -3,13 +3,8 @@ of S*"). A right sample shows the style (toy world: purple mosaic) and the subje
 
 from __future__ import annotations
 
-from tirun.applications.context import (
-    Context,
-    Sampling,
-    check_templates,
-    with_adds,
-    word_and_baseline,
-)
+from tirun.applications.context import Context, check_templates, with_adds, word_and_baseline
+from tirun.sampling import Sampling
 
 
 def run(ctx: Context, *, template: str, subjects: list[str | dict], sampling: dict) -> dict:

@@ -6,13 +6,8 @@ e.g. the purple star on sand), against the same sentences with the initializer w
 
 from __future__ import annotations
 
-from tirun.applications.context import (
-    Context,
-    Sampling,
-    check_templates,
-    with_adds,
-    word_and_baseline,
-)
+from tirun.applications.context import Context, check_templates, with_adds, word_and_baseline
+from tirun.sampling import Sampling
 
 
 def run(ctx: Context, *, prompts: list[str | dict], sampling: dict) -> dict:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from tirun.applications.context import Context, Sampling
+from tirun.applications.context import Context
+from tirun.sampling import Sampling
 from tirun.toybench.score import score_word
 
 

@@ -6,7 +6,8 @@ attribute that defines it), against the same sentences with the initializer word
 
 from __future__ import annotations
 
-from tirun.applications.context import Context, Sampling, check_templates, word_and_baseline
+from tirun.applications.context import Context, check_templates, word_and_baseline
+from tirun.sampling import Sampling
 
 
 def run(ctx: Context, *, prompts: list[str], sampling: dict) -> dict:

@@ -167,10 +167,10 @@ def table_lines(ceilings: dict[str, dict], concepts: list[Concept]) -> list[str]
 def main(argv: list[str] | None = None) -> int:
     from hydra.utils import instantiate
 
-    from tirun.applications.context import Sampling
     from tirun.config import compose
     from tirun.metrics import oracle as oracle_metrics
     from tirun.models import PACKAGED_MODELS
+    from tirun.sampling import Sampling
 
     parser = argparse.ArgumentParser(prog="python -m tirun.toybench.ceiling")
     parser.add_argument("--samples", type=int, default=16, help="samples per sentence")

@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 
 from tirun import loading, sampling
-from tirun.applications.context import Sampling
 from tirun.metrics import oracle as oracle_metrics
 from tirun.models import Components
+from tirun.sampling import Sampling
 from tirun.toyworld.concepts import Concept, EvalPrompt
 from tirun.toyworld.oracle import Oracle
 
