@@ -35,7 +35,7 @@ from pathlib import Path
 
 from tirun import embeddings
 from tirun.early_stop import EarlyStop
-from tirun.toybench.report import Word, load_run
+from tirun.toybench.report import ScoredWord, load_run
 
 RESULTS = Path(__file__).parent / "results" / "calibration.md"
 WINDOWS = (3, 5, 10)
@@ -71,23 +71,23 @@ def metrics_of(folder: Path) -> dict:
     return json.loads((folder / "metrics.json").read_text())
 
 
-def early_of(word: Word) -> dict:
+def early_of(word: ScoredWord) -> dict:
     """What the job's trainer wrote of its early stop and kept word."""
     return metrics_of(word.folder).get("early_stop") or {}
 
 
-def history_of(word: Word) -> list[tuple[int, float]]:
+def history_of(word: ScoredWord) -> list[tuple[int, float]]:
     return [(int(s), float(v)) for s, v in early_of(word).get("history", [])]
 
 
-def budget_curve(word: Word) -> list[dict]:
+def budget_curve(word: ScoredWord) -> list[dict]:
     """The run's words along its whole budget: its curve, whose final point is the saved word,
     with the last word in that place when an earlier one was kept."""
     last = metrics_of(word.folder)["applications"]["toybench"].get("last_word")
     return word.curve if last is None else word.curve[:-1] + [last]
 
 
-def best_in_budget(word: Word) -> float:
+def best_in_budget(word: ScoredWord) -> float:
     """The best reconstruction of any word the run scored (the kept one included)."""
     points = budget_curve(word) + word.curve[-1:]
     return max(p["reconstruction"] for p in points if p["step"] > 0)
@@ -103,7 +103,7 @@ def fraction_row(label: str, fractions: list[float], bests: list[float]) -> str:
     )
 
 
-def validated_replay(words: list[Word]) -> list[str]:
+def validated_replay(words: list[ScoredWord]) -> list[str]:
     """`keep=validated` replayed on the recorded validation scores under either rule for ties
     (the earliest or the latest of equal scores), each kept word's reconstruction read off the
     run's scored snapshots."""
@@ -127,7 +127,7 @@ def validated_replay(words: list[Word]) -> list[str]:
     return lines
 
 
-def saved_table(words: list[Word]) -> list[str]:
+def saved_table(words: list[ScoredWord]) -> list[str]:
     """The saved word (the one `keep=validated` or `keep=best` kept, else the last) against the
     best word scored anywhere in the run's budget."""
     fractions, bests, kept_steps = [], [], []
@@ -144,7 +144,7 @@ def saved_table(words: list[Word]) -> list[str]:
     ]
 
 
-def budget_table(words: list[Word]) -> list[str]:
+def budget_table(words: list[ScoredWord]) -> list[str]:
     """The word at each step every run scored, as if its budget ended there, against the best
     word scored anywhere in its whole budget."""
     lines = [
@@ -164,13 +164,13 @@ def budget_table(words: list[Word]) -> list[str]:
     return lines
 
 
-def keep_rule(words: list[Word]) -> str:
+def keep_rule(words: list[ScoredWord]) -> str:
     """Which word the runs saved: `keep=validated`, `keep=best`, or the last (`keep=last`)."""
     rules = {early_of(w).get("kept", {}).get("why", "keep=last").split(":")[0] for w in words}
     return rules.pop() if len(rules) == 1 else "mixed"
 
 
-def dvar_table(words: list[Word], settings: list[tuple[int, float]]) -> list[str]:
+def dvar_table(words: list[ScoredWord], settings: list[tuple[int, float]]) -> list[str]:
     lines = [
         "| window | threshold | runs stopped | mean stop step | mean kept/best recon. | "
         "runs ≥ 90% of best | worst kept/best | learned words ≥ 90% of best |",
@@ -212,7 +212,7 @@ def reference_norm(folder: Path) -> float:
     return word.reference_norm
 
 
-def norm_rows(words: list[Word]) -> list[tuple[float, float, float]]:
+def norm_rows(words: list[ScoredWord]) -> list[tuple[float, float, float]]:
     """(norm / reference norm, reconstruction, editability) at every scored snapshot."""
     rows = []
     for word in words:

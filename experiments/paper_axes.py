@@ -24,7 +24,7 @@ import csv
 import math
 from pathlib import Path
 
-from tirun.toybench.report import PLANES, Word, load_run, write_report
+from tirun.toybench.report import EDITABILITY_AXES, ScoredWord, load_run, write_report
 from tirun.toyworld.concepts import CONCEPTS, Concept
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,9 +59,9 @@ def adherence(concept: Concept, row: dict[str, str]) -> list[int]:
     return [o for key, n in added.items() for o in outcomes(float(row[f"attr.{key}"]), n)]
 
 
-def rebuilt_words(table: Path, words: Path) -> dict[str, list[Word]]:
+def rebuilt_words(table: Path, words: Path) -> dict[str, list[ScoredWord]]:
     """Each run's words from a report's `per_concept.csv`, adherence among their outcomes."""
-    runs: dict[str, list[Word]] = {}
+    runs: dict[str, list[ScoredWord]] = {}
     with table.open() as handle:
         for row in csv.DictReader(handle):
             concept = CONCEPTS[row["concept"]]
@@ -85,14 +85,14 @@ def rebuilt_words(table: Path, words: Path) -> dict[str, list[Word]]:
             seed = int(row["seed"])
             file = words / row["run"] / f"{concept.name}_seed{seed}.safetensors"
             runs.setdefault(row["run"], []).append(
-                Word(
+                ScoredWord(
                     row["run"], concept.name, concept.kind, seed, [final], found, file, file.parent
                 )
             )
     return runs
 
 
-def check(runs: dict[str, list[Word]], rescored: list[Path]) -> list[str]:
+def check(runs: dict[str, list[ScoredWord]], rescored: list[Path]) -> list[str]:
     """One line per rescored word: its adherence rescored from the file and rebuilt (the rebuilt
     word found by the file's bytes, so a copy of it anywhere checks)."""
     rebuilt = {w.file.read_bytes(): w for ws in runs.values() for w in ws}
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     text = write_report(OUT, runs, copy_words=False)
     print(text, end="")
-    print(f"wrote {OUT} (planes: {', '.join(m for m, _ in PLANES)})")
+    print(f"wrote {OUT} (planes: {', '.join(m for m, _ in EDITABILITY_AXES)})")
     return 0
 
 

@@ -24,9 +24,9 @@ import statistics
 from pathlib import Path
 
 from tirun.toybench.report import (
+    EDITABILITY_AXES,
     KINDS,
-    PLANES,
-    Word,
+    ScoredWord,
     interval,
     load_run,
     paired,
@@ -90,7 +90,9 @@ def cell(value: tuple[float, float, float]) -> str:
     return f"{value[0]:+.3f} ({value[1]:+.3f} to {value[2]:+.3f})"
 
 
-def verdict_lines(runs: dict[str, list[Word]], human: dict[str, dict[str, float]]) -> list[str]:
+def verdict_lines(
+    runs: dict[str, list[ScoredWord]], human: dict[str, dict[str, float]]
+) -> list[str]:
     """The verdicts table, each row's counts on both planes, and the human captions' check."""
     reference = runs[run_name(REFERENCE)]
     rows, agree = [], {"adherence": 0, "editability": 0}
@@ -134,7 +136,7 @@ def verdict_lines(runs: dict[str, list[Word]], human: dict[str, dict[str, float]
     ]  # fmt: skip
 
 
-def scored_words(folder: Path) -> list[Word]:
+def scored_words(folder: Path) -> list[ScoredWord]:
     """The run's scored words so far: none while its first jobs still train."""
     try:
         return load_run(folder)
@@ -142,7 +144,9 @@ def scored_words(folder: Path) -> list[Word]:
         return []
 
 
-def caption_lines(runs: dict[str, list[Word]], human: dict[str, dict[str, float]]) -> list[str]:
+def caption_lines(
+    runs: dict[str, list[ScoredWord]], human: dict[str, dict[str, float]]
+) -> list[str]:
     """Human captions (the text ceiling: each concept drawn from its attributes' names, and its
     named edits) against the rows' means, on all concepts and by kind of concept: the paper puts
     them at the most adherent point, below the best word on reconstruction."""
@@ -198,7 +202,7 @@ def main() -> int:
         lines += ["", f"Not run yet, or seed 0 not finished: {', '.join(missing)}."]
     (OUT / "verdicts.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"wrote {OUT} (planes: {', '.join(m for m, _ in PLANES)})")
+    print(f"wrote {OUT} (planes: {', '.join(m for m, _ in EDITABILITY_AXES)})")
     return 0
 
 

@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from tirun.files import atomic_write
-from tirun.toybench.report import Word, interval, load_run, reach
+from tirun.toybench.report import ScoredWord, interval, load_run, reach
 
 RESULTS = Path(__file__).parent / "results" / "toybench" / "time-to-quality.md"
 SECOND_METRICS = ("editability", "adherence")  # the first is the default (v3's table)
@@ -30,7 +30,7 @@ def _cell(value: float | None, digits: int) -> str:
 
 
 def table(
-    reference: list[Word], runs: dict[str, list[Word]], second: str = SECOND_METRICS[0]
+    reference: list[ScoredWord], runs: dict[str, list[ScoredWord]], second: str = SECOND_METRICS[0]
 ) -> list[str]:
     """The Markdown table: the reference first, then each run on the reference's words."""
     pairs = {(w.concept, w.seed) for w in reference}

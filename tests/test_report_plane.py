@@ -62,7 +62,7 @@ def test_toybench_scored_jobs_are_drawn_on_reconstruction_against_editability(tm
     ) in text
     assert "falls back" not in text
     fig, drawn = report.draw(
-        report.find_jobs(sweep), *report.PLANES[0][:2], ["optimizer.lr"], "two jobs"
+        report.find_jobs(sweep), *report.TRADEOFF_AXES[0][:2], ["optimizer.lr"], "two jobs"
     )
     ax = fig.axes[0]
     assert drawn == 2 and ax.get_xlim() == (-0.03, 1.03)
@@ -116,7 +116,7 @@ def test_labels_of_jobs_that_land_close_together_do_not_overlap(tmp_path):
     for i, (rec, edit) in enumerate([(0.1818, 0.2), (0.197, 0.2308), (0.197, 0.2308)]):
         job(sweep, i, [f"optimizer.lr={i}e-3", "word.num_vectors=1"], toybench(rec, edit))
     keys = ["optimizer.lr", "word.num_vectors"]
-    fig, _ = report.draw(report.find_jobs(sweep), *report.PLANES[0][:2], keys, "close")
+    fig, _ = report.draw(report.find_jobs(sweep), *report.TRADEOFF_AXES[0][:2], keys, "close")
     renderer = fig.canvas.get_renderer()
     boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
     assert len(boxes) == 3

@@ -385,7 +385,7 @@ def test_the_kept_word_is_measured_against_the_best_word_of_the_whole_budget(tmp
     kept word reaches 0.8 / 0.9 = 0.889 of the budget's best, short of 90%; had the tie at 0.75
     gone to the later word (step 300), 0.9 / 0.9."""
     from experiments.calibrate import best_in_budget, keep_rule, saved_table, validated_replay
-    from tirun.toybench.report import Word
+    from tirun.toybench.report import ScoredWord
 
     curve = [
         {"step": s, "reconstruction": r} for s, r in [(0, 0.0), (100, 0.5), (200, 0.8), (300, 0.9)]
@@ -399,7 +399,9 @@ def test_the_kept_word_is_measured_against_the_best_word_of_the_whole_budget(tmp
         "applications": {"toybench": {"last_word": {"step": 400, "reconstruction": 0.6}}},
     }
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
-    word = Word("run", "red_square", "object", 0, curve, {}, tmp_path / "w.safetensors", tmp_path)
+    word = ScoredWord(
+        "run", "red_square", "object", 0, curve, {}, tmp_path / "w.safetensors", tmp_path
+    )
     assert best_in_budget(word) == 0.9
     assert keep_rule([word]) == "keep=validated"
     assert saved_table([word])[-1] == "| 1 | 200 | 0.889 | 0/1 | 0.889 | 0/1 |"
@@ -432,11 +434,13 @@ def test_a_run_that_keeps_its_last_word_is_measured_at_its_last_step(tmp_path):
     """No early stop: the saved word is the last (step 400, 0.6), the budget's best step 200
     (0.8): 0.6 / 0.8 = 0.75."""
     from experiments.calibrate import keep_rule, saved_table
-    from tirun.toybench.report import Word
+    from tirun.toybench.report import ScoredWord
 
     curve = [{"step": s, "reconstruction": r} for s, r in [(0, 0.0), (200, 0.8), (400, 0.6)]]
     (tmp_path / "metrics.json").write_text(json.dumps({"applications": {"toybench": {}}}))
-    word = Word("run", "red_square", "object", 0, curve, {}, tmp_path / "w.safetensors", tmp_path)
+    word = ScoredWord(
+        "run", "red_square", "object", 0, curve, {}, tmp_path / "w.safetensors", tmp_path
+    )
     assert keep_rule([word]) == "keep=last"
     assert saved_table([word])[-1] == "| 1 | 400 | 0.750 | 0/1 | 0.750 | 0/1 |"
 
@@ -446,7 +450,7 @@ def test_stopping_earlier_is_measured_against_the_whole_budgets_best(tmp_path):
     0.1 then 0.2. Stopped at 200: A keeps 0.8/0.8 = 1, B 0.1/0.2 = 0.5 (mean 0.75). At 400:
     A 0.6/0.8 = 0.75, B 1 (mean 0.875)."""
     from experiments.calibrate import budget_table
-    from tirun.toybench.report import Word
+    from tirun.toybench.report import ScoredWord
 
     words = []
     for name, scores in (("a", (0.8, 0.6)), ("b", (0.1, 0.2))):
@@ -455,7 +459,9 @@ def test_stopping_earlier_is_measured_against_the_whole_budgets_best(tmp_path):
         (folder / "metrics.json").write_text(json.dumps({"applications": {"toybench": {}}}))
         curve = [{"step": 0, "reconstruction": 0.0}]
         curve += [{"step": s, "reconstruction": r} for s, r in zip((200, 400), scores, strict=True)]
-        words.append(Word("run", name, "object", 0, curve, {}, folder / "w.safetensors", folder))
+        words.append(
+            ScoredWord("run", name, "object", 0, curve, {}, folder / "w.safetensors", folder)
+        )
     assert budget_table(words)[2:] == [
         "| 200 | 0.750 | 1/2 | 0.500 | 1/1 |",
         "| 400 | 0.875 | 1/2 | 0.750 | 0/1 |",
@@ -463,12 +469,12 @@ def test_stopping_earlier_is_measured_against_the_whole_budgets_best(tmp_path):
 
 
 def test_each_run_is_read_against_the_concepts_text_ceilings(tmp_path):
-    from tirun.toybench.report import Word, ceiling_fraction, ceiling_lines
+    from tirun.toybench.report import ScoredWord, ceiling_fraction, ceiling_lines
 
-    def word(concept: str, seed: int, reconstruction: float) -> Word:
+    def word(concept: str, seed: int, reconstruction: float) -> ScoredWord:
         point = {"step": 100, "seconds": 1.0, "reconstruction": reconstruction,
                  "editability": 0.0, "attributes": {}}  # fmt: skip
-        return Word("run", concept, "object", seed, [point], {}, tmp_path, tmp_path)
+        return ScoredWord("run", concept, "object", seed, [point], {}, tmp_path, tmp_path)
 
     words = [word("a", 0, 0.4), word("a", 1, 0.2), word("b", 0, 0.5), word("c", 0, 0.3)]
     ceilings = {"a": 0.8, "b": 0.5, "c": 0.0}  # c: the model cannot draw it from its names
@@ -486,14 +492,14 @@ def test_time_to_quality_is_the_first_step_where_both_means_reach_the_references
     the reference reaches 0.6 only at its end, the run at step 100 (4 s). The same numbers as
     adherence (v4's second metric, the words holding no editability) give the same table."""
     from experiments.time_to_quality import table
-    from tirun.toybench.report import Word
+    from tirun.toybench.report import ScoredWord
 
-    def runs(second: str) -> tuple[list[Word], list[Word]]:
-        def word(concept: str, points: list[tuple[int, float, float, float]]) -> Word:
+    def runs(second: str) -> tuple[list[ScoredWord], list[ScoredWord]]:
+        def word(concept: str, points: list[tuple[int, float, float, float]]) -> ScoredWord:
             curve = [{"step": s, "seconds": t, "reconstruction": r, second: e}
                      for s, t, r, e in points]  # fmt: skip
             outcomes = {"reconstruction": [1, 0], second: [1, 0]}
-            return Word("run", concept, "object", 0, curve, outcomes, tmp_path, tmp_path)
+            return ScoredWord("run", concept, "object", 0, curve, outcomes, tmp_path, tmp_path)
 
         reference = [word("a", [(0, 0, 0, 0), (1000, 10, 0.4, 0.5), (2000, 20, 0.8, 0.6)]),
                      word("b", [(0, 0, 0, 0), (1000, 10, 0.4, 0.3), (2000, 20, 0.4, 0.4)])]  # fmt: skip
@@ -567,12 +573,12 @@ def test_the_summary_puts_adherence_and_leak_beside_toybench_s_scores_and_dashes
     """Run "new" was scored with adherence and leak; run "old" before they existed. One word
     each, one concept: new's adherence is 3 of 4, its leak 1 of 2; old shows "–" for both, and
     the paired table has no difference to give for them."""
-    from tirun.toybench.report import Word, summary_lines
+    from tirun.toybench.report import ScoredWord, summary_lines
 
-    def word(run: str, outcomes: dict[str, list[int]]) -> Word:
+    def word(run: str, outcomes: dict[str, list[int]]) -> ScoredWord:
         final = {"step": 10, "seconds": 2.0, "attributes": {}}
         final |= {m: sum(v) / len(v) if v else None for m, v in outcomes.items()}
-        return Word(run, "blue_ring", "object", 0, [final], outcomes, tmp_path, tmp_path)
+        return ScoredWord(run, "blue_ring", "object", 0, [final], outcomes, tmp_path, tmp_path)
 
     rec, edit = [1, 1, 0, 0], [1, 0, 0, 0]
     new = word("new", {"reconstruction": rec, "editability": edit, "adherence": [1, 1, 1, 0],

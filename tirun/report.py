@@ -28,11 +28,12 @@ from omegaconf import OmegaConf
 
 from tirun.files import atomic_write, flatten
 
-# The reconstruction-vs-editability planes, the first one some job has: ToyBench's scores of the
-# final word (`application=toybench` jobs, the demo sweep's), then the toy applications' oracle
-# matches (variation's against synthesis'). Each with the initializer word's place (its scores
-# in the same jobs), and in [0, 1]: shares of samples the oracle reads right.
-PLANES = (
+# The reconstruction-vs-editability axes `tradeoff.png` draws, the first pair some job has:
+# ToyBench's scores of the final word (`application=toybench` jobs, the demo sweep's), then the
+# toy applications' oracle matches (variation's against synthesis'). Each pair (x, y) comes with
+# the initializer word's place (its scores in the same jobs), and in [0, 1]: shares of samples
+# the oracle reads right.
+TRADEOFF_AXES = (
     ("applications.toybench.final.reconstruction", "applications.toybench.final.editability",
      "applications.toybench.initializer.reconstruction",
      "applications.toybench.initializer.editability"),
@@ -156,13 +157,13 @@ def override_text(job: Job, keys: list[str]) -> str:
 def choose_axes(
     jobs: list[Job], x: str | None = None, y: str | None = None
 ) -> tuple[str, str, str]:
-    """The plot's metrics: the asked ones, or the first of `PLANES` some job has both of; else
-    the loss-based proxy, with a note that says so."""
+    """The plot's metrics: the asked ones, or the first of `TRADEOFF_AXES` some job has both
+    of; else the loss-based proxy, with a note that says so."""
 
     def present(a: str, b: str) -> bool:
         return any(j.value(a) is not None and j.value(b) is not None for j in jobs)
 
-    asked = [(x, y)] if x and y else [plane[:2] for plane in PLANES]
+    asked = [(x, y)] if x and y else [plane[:2] for plane in TRADEOFF_AXES]
     found = next(((a, b) for a, b in asked if present(a, b)), None)
     if found:
         return *found, ""
@@ -241,7 +242,7 @@ def plot(path: Path, jobs: list[Job], x: str, y: str, keys: list[str], title: st
 
 def draw(jobs: list[Job], x: str, y: str, keys: list[str], title: str):
     """The finished jobs on (x, y), each labelled with its swept values (and, on a plane of
-    `PLANES`, the initializer word's place): (the figure, the count of jobs drawn)."""
+    `TRADEOFF_AXES`, the initializer word's place): (the figure, the count of jobs drawn)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -256,7 +257,7 @@ def draw(jobs: list[Job], x: str, y: str, keys: list[str], title: str):
         ax.scatter(a, b, color="tab:blue")
         labels.append(ax.annotate(override_text(job, keys), (a, b), textcoords="offset points",
                                   xytext=(5, 4), fontsize=7))  # fmt: skip
-    plane = next((p for p in PLANES if p[:2] == (x, y)), None)
+    plane = next((p for p in TRADEOFF_AXES if p[:2] == (x, y)), None)
     if plane:
         start = [(j.value(plane[2]), j.value(plane[3])) for j, _, _ in points]
         start = [(a, b) for a, b in start if a is not None and b is not None]
@@ -432,7 +433,7 @@ def report(
 
     Args:
         sweep: a multirun folder (`hydra.sweep.dir`).
-        x: reconstruction metric (dotted name in the jobs' metrics); default: `PLANES`.
+        x: reconstruction metric (dotted name in the jobs' metrics); default: `TRADEOFF_AXES`.
         y: editability metric.
         best: metric that names the best job (default: the jobs' `optimized_metric`).
         direction: `maximize` or `minimize` for `best` (default: the sweeper's, else by name).
@@ -475,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tirun.report", description=__doc__.splitlines()[0]
     )
     parser.add_argument("sweep", type=Path, help="the multirun folder (hydra.sweep.dir)")
-    default = " or ".join(plane[0] for plane in PLANES)
+    default = " or ".join(plane[0] for plane in TRADEOFF_AXES)
     parser.add_argument("--x", default=None, help=f"reconstruction metric (default {default})")
     parser.add_argument("--y", default=None, help="editability metric (with --x)")
     parser.add_argument(

@@ -30,9 +30,9 @@ from tirun.toybench.stats import bootstrap_mean, bootstrap_paired_difference
 
 TARGETS = (0.90, 0.95)
 METRICS = ("reconstruction", "editability", "adherence", "leak")
-# The two planes `plane.png` draws: ToyBench's (the edit *and* the concept) and the paper's
-# (the edit, concept or not).
-PLANES = (("editability", "editability (ToyBench: edit and concept)"),
+# The editability axes `plane.png` draws against reconstruction, a panel each, with their labels:
+# ToyBench's (the edit *and* the concept) and the paper's (the edit, concept or not).
+EDITABILITY_AXES = (("editability", "editability (ToyBench: edit and concept)"),
           ("adherence", "prompt adherence (the paper's editability)"))  # fmt: skip
 
 
@@ -56,8 +56,8 @@ KINDS = (
 
 
 @dataclass
-class Word:
-    """One concept × seed of a run: its curve and final outcomes."""
+class ScoredWord:
+    """A word ToyBench scored, one concept × seed of a run: its curve and final outcomes."""
 
     run: str
     concept: str
@@ -74,7 +74,7 @@ class Word:
         return self.curve[-1]
 
 
-def load_run(folder: Path, name: str | None = None) -> list[Word]:
+def load_run(folder: Path, name: str | None = None) -> list[ScoredWord]:
     """The words of a ToyBench run folder (a Hydra multirun of `+toybench=...` jobs)."""
     words = []
     for metrics_file in sorted(folder.rglob("metrics.json")):
@@ -92,7 +92,7 @@ def load_run(folder: Path, name: str | None = None) -> list[Word]:
 
             seed = int(OmegaConf.select(OmegaConf.load(config), "train.seed", default=0))
         words.append(
-            Word(
+            ScoredWord(
                 name or folder.name,
                 bench["concept"],
                 bench["kind"],
@@ -111,13 +111,13 @@ def load_run(folder: Path, name: str | None = None) -> list[Word]:
     return sorted(words, key=lambda w: (w.concept, w.seed))
 
 
-def measured(words: list[Word], metric: str) -> list[Word]:
+def measured(words: list[ScoredWord], metric: str) -> list[ScoredWord]:
     """The words with outcomes of ``metric``: every word for adherence once scored with it, only
     the concepts with a shared context for leak."""
     return [w for w in words if w.outcomes.get(metric)]
 
 
-def interval(words: list[Word], metric: str) -> tuple[float, float, float] | None:
+def interval(words: list[ScoredWord], metric: str) -> tuple[float, float, float] | None:
     """The mean of ``metric`` over ``words`` with its 95% bootstrap interval; None when no word
     has outcomes of it."""
     by_concept: dict[str, list[list[int]]] = {}
@@ -135,7 +135,7 @@ def _cell(value: tuple[float, float, float] | None, sign: str = "") -> str:
     return f"{value[0]:.3f} ({value[1]:.3f}–{value[2]:.3f})"
 
 
-def reach(words: list[Word], targets: dict[str, float], axis: str) -> float | None:
+def reach(words: list[ScoredWord], targets: dict[str, float], axis: str) -> float | None:
     """The first ``axis`` (step or seconds) at which the run's mean over its words of every
     metric in ``targets`` (e.g. ``{"reconstruction": 0.6}``) reaches its target; None when it
     never does. Words are scored at the same steps."""
@@ -153,7 +153,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "never" if value is None else f"{value:.{digits}f}"
 
 
-def ceiling_fraction(words: list[Word], ceilings: dict[str, float]) -> float | None:
+def ceiling_fraction(words: list[ScoredWord], ceilings: dict[str, float]) -> float | None:
     """The mean over words of final reconstruction / the concept's text ceiling (words of a
     concept the model cannot draw from its names at all are left out); None without ceilings."""
     ratios = [w.final["reconstruction"] / ceilings[w.concept] for w in words
@@ -161,7 +161,7 @@ def ceiling_fraction(words: list[Word], ceilings: dict[str, float]) -> float | N
     return statistics.fmean(ratios) if ratios else None
 
 
-def ceiling_lines(runs: dict[str, list[Word]], ceilings: dict[str, float]) -> list[str]:
+def ceiling_lines(runs: dict[str, list[ScoredWord]], ceilings: dict[str, float]) -> list[str]:
     """Each concept's text ceiling beside each run's mean final reconstruction on it."""
     concepts = sorted({w.concept for ws in runs.values() for w in ws})
     lines = [
@@ -184,7 +184,7 @@ def ceiling_lines(runs: dict[str, list[Word]], ceilings: dict[str, float]) -> li
 
 
 def summary_lines(
-    runs: dict[str, list[Word]], reference: str, ceilings: dict[str, float] | None = None
+    runs: dict[str, list[ScoredWord]], reference: str, ceilings: dict[str, float] | None = None
 ) -> list[str]:
     ceilings = ceilings or {}
     ref_final = statistics.fmean(w.final["reconstruction"] for w in runs[reference])
@@ -230,7 +230,7 @@ def summary_lines(
     return lines
 
 
-def kind_lines(runs: dict[str, list[Word]]) -> list[str]:
+def kind_lines(runs: dict[str, list[ScoredWord]]) -> list[str]:
     """Each run's means by kind of concept (`KINDS`): objects and styles, with and without
     unnamed detail or a shared context, two attributes or more; words scored before v4 recorded
     no difficulty and count in the first two only."""
@@ -249,14 +249,16 @@ def kind_lines(runs: dict[str, list[Word]]) -> list[str]:
             "context leak |", "|---|---|---:|---:|---|---|---|---|", *rows]  # fmt: skip
 
 
-def paired(reference: list[Word], words: list[Word]) -> list[tuple[Word, Word]]:
+def paired(
+    reference: list[ScoredWord], words: list[ScoredWord]
+) -> list[tuple[ScoredWord, ScoredWord]]:
     """(reference word, other word) for each concept and seed both runs trained."""
     ref = {(w.concept, w.seed): w for w in reference}
     return [(ref[(w.concept, w.seed)], w) for w in words if (w.concept, w.seed) in ref]
 
 
 def paired_finals(
-    pairs: list[tuple[Word, Word]], metric: str
+    pairs: list[tuple[ScoredWord, ScoredWord]], metric: str
 ) -> dict[str, list[tuple[float, float]]]:
     """Per concept, per seed, (the reference's final ``metric``, the other's), over the pairs
     where both words have it: what `bootstrap_paired_difference` reads."""
@@ -267,7 +269,7 @@ def paired_finals(
     return finals
 
 
-def paired_lines(runs: dict[str, list[Word]], reference: str) -> list[str]:
+def paired_lines(runs: dict[str, list[ScoredWord]], reference: str) -> list[str]:
     """Each run against the reference on the words both trained (same concept and seed): the
     mean paired difference of each metric with its bootstrap interval ("–" where a run lacks
     the metric), and the wall time as a fraction ("–" for rescored words, which have none)."""
@@ -299,7 +301,7 @@ def paired_lines(runs: dict[str, list[Word]], reference: str) -> list[str]:
 
 
 def per_concept_rows(
-    runs: dict[str, list[Word]], ceilings: dict[str, float]
+    runs: dict[str, list[ScoredWord]], ceilings: dict[str, float]
 ) -> tuple[list[str], list[list]]:
     attributes = sorted({a for ws in runs.values() for w in ws for a in w.final["attributes"]})
     head = ["run", "concept", "kind", "seed", "steps", "seconds", *METRICS, "text_ceiling"]
@@ -317,7 +319,7 @@ def per_concept_rows(
     return head, rows
 
 
-def plot_curves(path: Path, runs: dict[str, list[Word]]) -> None:
+def plot_curves(path: Path, runs: dict[str, list[ScoredWord]]) -> None:
     fig, axes = _pyplot().subplots(1, 2, figsize=(10, 4), dpi=120)
     for name, words in runs.items():
         steps = sorted({p["step"] for w in words for p in w.curve})
@@ -340,7 +342,7 @@ def plot_curves(path: Path, runs: dict[str, list[Word]]) -> None:
     _save(fig, path)
 
 
-def plot_tradeoff(path: Path, runs: dict[str, list[Word]]) -> None:
+def plot_tradeoff(path: Path, runs: dict[str, list[ScoredWord]]) -> None:
     fig, ax = _pyplot().subplots(figsize=(6, 4.5), dpi=120)
     for name, words in runs.items():
         ax.scatter(
@@ -361,7 +363,7 @@ def plot_tradeoff(path: Path, runs: dict[str, list[Word]]) -> None:
 
 def plot_plane(
     path: Path,
-    runs: dict[str, list[Word]],
+    runs: dict[str, list[ScoredWord]],
     ceilings: dict[str, float],
     named: dict[str, dict[str, float]],
 ) -> None:
@@ -378,7 +380,7 @@ def plot_plane(
     """
     fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.8), dpi=120)
     concepts = sorted({w.concept for ws in runs.values() for w in ws})
-    for ax, (metric, label) in zip(axes, PLANES, strict=True):
+    for ax, (metric, label) in zip(axes, EDITABILITY_AXES, strict=True):
         for name, words in runs.items():
             rec, y = interval(words, "reconstruction"), interval(words, metric)
             if y is None:
@@ -441,7 +443,7 @@ def report(
 
 def write_report(
     out: Path,
-    runs: dict[str, list[Word]],
+    runs: dict[str, list[ScoredWord]],
     ceilings: dict[str, float] | None = None,
     named: dict[str, dict[str, float]] | None = None,
     copy_words: bool = True,
@@ -455,7 +457,7 @@ def write_report(
         from tirun.models import PACKAGED_MODELS
 
         ceilings = read_ceilings(PACKAGED_MODELS["toy"])
-        named = {m: read_ceilings(PACKAGED_MODELS["toy"], m) for m, _ in PLANES}
+        named = {m: read_ceilings(PACKAGED_MODELS["toy"], m) for m, _ in EDITABILITY_AXES}
     out.mkdir(parents=True, exist_ok=True)
     head, rows = per_concept_rows(runs, ceilings)
     buffer = io.StringIO()
