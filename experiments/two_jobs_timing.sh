@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Two jobs at once on a 2-CPU SLURM node, one CPU each, against one job alone with both (the
 # variation application's seconds, from each job's metrics.json), for this checkout and for an
-# earlier commit (default eefd73f, before tirun.cluster's CPU share; run with Hydra's own
-# `hydra/launcher=slurm`): docs/slurm.md, "A job uses its share". Needs a cluster up
+# earlier commit (default eefd73f, whose runs took every CPU they saw, run with Hydra's own
+# `hydra/launcher=slurm`; tirun/job_environment.py caps a run at its share): docs/slurm.md,
+# "A job uses its share". Needs a cluster up
 # (cluster/local_slurm.sh start) and a quiet machine (touch /tmp/quiet on a shared one).
-#   cluster/two_jobs_timing.sh [BEFORE_COMMIT]
+#   experiments/two_jobs_timing.sh [BEFORE_COMMIT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 before=${1:-eefd73f}

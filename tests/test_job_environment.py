@@ -1,4 +1,4 @@
-"""What a run takes from where it runs (tirun/cluster.py), without a cluster: its CPU share
+"""What a run takes from where it runs (tirun/job_environment.py), without a cluster: its CPU share
 under SLURM and Hydra's joblib launcher, its rank in a job of several SLURM tasks, and whether
 a SLURM restart resumes it."""
 
@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import tirun_process
-from tirun import checkpoint, cluster
+from tirun import checkpoint, job_environment
 
 AFFINITY = len(os.sched_getaffinity(0))
 
@@ -43,20 +43,20 @@ def outside_slurm(monkeypatch):
 
 
 def test_a_run_outside_any_scheduler_may_use_every_cpu_it_can_run_on(outside_slurm):
-    assert cluster.cpu_share() == 8
+    assert job_environment.cpu_share() == 8
 
 
 def test_a_slurm_job_keeps_to_its_cpus_per_task_on_a_node_without_cpu_binding(outside_slurm):
     outside_slurm.setenv("SLURM_JOB_ID", "12")
     outside_slurm.setenv("SLURM_CPUS_PER_TASK", "3")
-    assert cluster.cpu_share() == 3
+    assert job_environment.cpu_share() == 3
 
 
 def test_a_joblib_job_takes_its_part_of_the_cpus(outside_slurm):
     joblib = OmegaConf.create({"_target_": "hydra_plugins...JoblibLauncher", "n_jobs": 4})
-    assert cluster.cpu_share(joblib) == 2  # 8 CPUs, 4 jobs at once
+    assert job_environment.cpu_share(joblib) == 2  # 8 CPUs, 4 jobs at once
     basic = OmegaConf.create({"_target_": "hydra._internal.core_plugins.BasicLauncher"})
-    assert cluster.cpu_share(basic) == 8
+    assert job_environment.cpu_share(basic) == 8
 
 
 def test_torch_threads_are_capped_at_the_share_and_a_lower_setting_is_kept(outside_slurm):
@@ -65,9 +65,9 @@ def test_torch_threads_are_capped_at_the_share_and_a_lower_setting_is_kept(outsi
         outside_slurm.setenv("SLURM_JOB_ID", "12")
         outside_slurm.setenv("SLURM_CPUS_PER_TASK", "1")
         torch.set_num_threads(2)
-        assert cluster.use_cpu_share() == 1 and torch.get_num_threads() == 1
+        assert job_environment.use_cpu_share() == 1 and torch.get_num_threads() == 1
         outside_slurm.setenv("SLURM_CPUS_PER_TASK", "4")
-        assert cluster.use_cpu_share() == 1, "OMP_NUM_THREADS=1 (one thread) is kept"
+        assert job_environment.use_cpu_share() == 1, "OMP_NUM_THREADS=1 (one thread) is kept"
     finally:
         torch.set_num_threads(threads)
 
@@ -85,30 +85,32 @@ def test_the_tasks_of_a_slurm_job_step_become_torch_distributed_ranks(outside_sl
         "SLURM_NODEID": "0",
     }.items():
         outside_slurm.setenv(key, value)
-    assert cluster.join_slurm_tasks()
+    assert job_environment.join_slurm_tasks()
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == (
         "1",
         "2",
         "1",
     )
     assert os.environ["MASTER_ADDR"] == "node1" and 20000 <= int(os.environ["MASTER_PORT"]) <= 60000
-    assert not cluster.join_slurm_tasks(), "a rank already set (torchrun's) is kept"
+    assert not job_environment.join_slurm_tasks(), "a rank already set (torchrun's) is kept"
 
 
 def test_a_one_task_job_is_left_to_torchrun_or_accelerate(outside_slurm):
     outside_slurm.setenv("SLURM_JOB_ID", "77")
     outside_slurm.setenv("SLURM_STEP_NUM_TASKS", "1")
-    assert not cluster.join_slurm_tasks() and "RANK" not in os.environ
+    assert not job_environment.join_slurm_tasks() and "RANK" not in os.environ
 
 
 def test_a_slurm_restart_resumes_from_the_runs_checkpoint_and_only_then(outside_slurm, tmp_path):
-    assert cluster.requeued_resume(None, tmp_path) is None
+    assert job_environment.requeued_resume(None, tmp_path) is None
     outside_slurm.setenv("SLURM_RESTART_COUNT", "1")
-    assert cluster.requeued_resume(None, tmp_path) is None, "nothing saved yet: from the start"
+    assert job_environment.requeued_resume(None, tmp_path) is None, (
+        "nothing saved yet: from the start"
+    )
     (tmp_path / "checkpoints" / "step_000004").mkdir(parents=True)
     (tmp_path / "checkpoints" / "step_000004" / checkpoint.COMPLETE).write_text("{}")
-    assert cluster.requeued_resume(None, tmp_path) == "latest"
-    assert cluster.requeued_resume("/some/checkpoint", tmp_path) == "/some/checkpoint"
+    assert job_environment.requeued_resume(None, tmp_path) == "latest"
+    assert job_environment.requeued_resume("/some/checkpoint", tmp_path) == "/some/checkpoint"
 
 
 @pytest.mark.slow

@@ -294,7 +294,7 @@ def cli() -> None:
     # HYDRA_FULL_ERROR they reach the handler below instead of Hydra's multi-line report.
     earlier = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    from tirun.slurm import SubmissionError
+    from tirun.slurm_launcher import SubmissionError
 
     try:
         main()
@@ -316,12 +316,12 @@ def cli() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from tirun import cluster
+    from tirun import job_environment
 
     hc = HydraConfig.get()
-    cluster.settle(hc.launcher)
+    job_environment.settle(hc.launcher)
     run_dir = agreed_run_dir(Path(hc.runtime.output_dir), cpu=cfg.train.cpu)
-    cfg.resume = cluster.requeued_resume(cfg.resume, run_dir)
+    cfg.resume = job_environment.requeued_resume(cfg.resume, run_dir)
     try:
         metrics = run(cfg, run_dir)
         return metric_value(metrics, cfg.optimized_metric)
@@ -335,7 +335,7 @@ def main(cfg: DictConfig) -> float | None:
             log.error("job %s failed: %s", hc.job.num, first_line(error), exc_info=True)
             tracking.end_failed_run()
             if int(os.environ.get("RANK", "0")) == 0:
-                record_failure(run_dir, cluster.stopped_at_time_limit(error, run_dir))
+                record_failure(run_dir, job_environment.stopped_at_time_limit(error, run_dir))
             return None
         message = user_error(error)
         if message is None:

@@ -1,4 +1,5 @@
-"""Hydra's submitit SLURM launcher, ending a sweep as the local launcher does.
+"""Hydra's submitit SLURM launcher, ending a sweep as the local launcher does (Hydra finds it as
+`hydra_plugins.tirun_launcher.slurm.SlurmLauncher`, a subclass that adds nothing).
 
 Hydra's launcher stops reading results at the first job that ended without one (killed past
 its time limit, out of memory, cancelled), and a submission `sbatch` refuses comes out as

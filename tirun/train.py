@@ -289,7 +289,7 @@ class Progress:
                 "first_step_s": self.first_step_s,
                 "step_s": statistics.median(timed) if timed else None,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "threads": torch.get_num_threads(),  # tirun.cluster caps it at the CPU share
+                "threads": torch.get_num_threads(),  # job_environment caps it at the CPU share
             },
             "snapshots": self.snapshots,
         }
