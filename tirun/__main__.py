@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import NoReturn
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from tqdm.auto import tqdm
 
-from tirun import choices, tracking
+from tirun import choices, config, schema, tracking
 from tirun.config import CONF
 from tirun.files import write_json
 
@@ -66,6 +67,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise ValueError(
             f"config key {missing[0]} needs a value: add {missing[0]}=... to the command"
         )
+    schema.check(cfg)
     choices.check(cfg)
     # torch and diffusers load here, so `--cfg job` stays quick
     if cfg.train.loop == "common":  # ToyBench's peer recipe: the diffusers example's loop
@@ -161,6 +163,19 @@ def record_failure(run_dir: Path, error: BaseException) -> None:
     write_json(path, metrics)
 
 
+def job_failed(number: int, error: BaseException) -> None:
+    """A sweep's failed job: one line on the terminal (and in the job's log), its traceback in
+    the job's log file only, so a sweep of many failures stays readable."""
+    log.error("job %s failed: %s", number, first_line(error))
+    record = log.makeRecord(
+        log.name, logging.ERROR, __file__, 0, "job %s failed: its traceback", (number,),
+        (type(error), error, error.__traceback__),
+    )  # fmt: skip
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def first_line(error: BaseException) -> str:
     if isinstance(error, MissingMandatoryValue) and error.full_key:
         key = error.full_key
@@ -225,11 +240,11 @@ def composition_error(args: list[str]) -> str | None:
 
     Hydra reports a bad override or an unknown key in several lines with a traceback hint;
     an override its grammar cannot read is refused here, flags or not, and a single run is
-    composed here first (sweeps and flags are left to Hydra).
+    composed here first, its values checked against their types and choices (sweeps and flags
+    are left to Hydra, whose errors `hydra_problem` says in one line).
     """
-    from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException, OverrideParseException
+    from hydra.errors import OverrideParseException
 
     for arg in (a for a in args if "=" in a and not a.startswith("-")):
         try:
@@ -243,33 +258,54 @@ def composition_error(args: list[str]) -> str | None:
     if any(a.startswith("-") for a in args):
         return None
 
-    overrides = [a for a in args if not a.startswith("hydra")]
+    # a user's folder (`hydra.searchpath=[...]`) composes here too; Hydra's other keys do not
+    overrides = [a for a in args if not a.startswith("hydra") or a.startswith("hydra.searchpath")]
     try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
-    except ValueError as error:  # Hydra's defaults list refuses a group set to null
+        cfg = config.compose(overrides)
+    except Exception as error:
+        message = hydra_problem(error, overrides)
+        if message is None:
+            raise
+        return message
+    return schema.problem(cfg) or choices.problem(cfg)
+
+
+def hydra_problem(error: BaseException, overrides: list[str]) -> str | None:
+    """The one line for what stopped Hydra composing the config (a bad override, an unknown key
+    or choice, a config file that is not YAML); None for anything else."""
+    if isinstance(error, yaml.YAMLError):
+        return config.yaml_problem(error)
+    if isinstance(error, ValueError):  # Hydra's defaults list refuses a group set to null
         group = next((a.split("=")[0] for a in overrides if a.endswith("=null")), None)
         if group and (CONF / group.lstrip("+~")).is_dir():
             return f"{group}=null is not a choice; '~{group}' drops the group"
         return first_line(error)
-    except HydraException as error:
+    if isinstance(error, HydraException):
         message = f"{error} {error.__cause__ or ''}"
         absent = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", message)
         if absent and (CONF / absent.group(1)).is_dir():
             group, name = absent.groups()
             options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-            return (
-                f"{group}={name} is not a choice; use one of {', '.join(options)} (tirun/conf/{group}/)"
-            )
+            listed = f"{', '.join(options)} (tirun/conf/{group}/)"
+            return f"{group}={name} is not a choice; use one of {listed}"
         unknown = re.search(r"Could not override '([^']+)'", message)
         if unknown and "not in struct" in message:
             key = unknown.group(1)
-            return (
-                f"{key} is not a config key; `python -m tirun --cfg job` lists them "
-                f"(a new key is +{key}=...)"
-            )
+            return f"{key} is not a config key; `python -m tirun --cfg job` lists them"
         return first_line(error)
-    return choices.problem(cfg)
+    return None
+
+
+def raised_in_job(error: BaseException) -> bool:
+    """Whether ``error`` came from inside the job (`main`'s body) rather than from Hydra's
+    composing and launching around it."""
+    job = main.__wrapped__.__code__
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is job:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def fail(message: str) -> NoReturn:
@@ -287,7 +323,7 @@ def fail(message: str) -> NoReturn:
 
 def cli() -> None:
     """`python -m tirun`: a bad command is one line; then Hydra composes and runs it."""
-    problem = composition_error(sys.argv[1:])
+    problem = config.folder_problem() or composition_error(sys.argv[1:])
     if problem:
         fail(problem)
     # Hydra's own writes (.hydra/config.yaml, before the job runs) fail outside `main`; with
@@ -298,6 +334,11 @@ def cli() -> None:
 
     try:
         main()
+    except (HydraException, yaml.YAMLError) as error:  # with flags: Hydra's own, before a job
+        message = None if raised_in_job(error) else hydra_problem(error, sys.argv[1:])
+        if message is None or os.environ.get("TIRUN_DEBUG"):
+            raise
+        fail(message)
     except OSError as error:
         message = user_error(error)
         if message is None or os.environ.get("TIRUN_DEBUG"):
@@ -332,7 +373,7 @@ def main(cfg: DictConfig) -> float | None:
             # Hydra's basic sweeper re-raises a job's exception after the batch and a
             # SystemExit would end the sweep at once: record the failure, let the others run.
             # None makes an Optuna sweeper mark the trial failed and go on.
-            log.error("job %s failed: %s", hc.job.num, first_line(error), exc_info=True)
+            job_failed(hc.job.num, error)
             tracking.end_failed_run()
             if int(os.environ.get("RANK", "0")) == 0:
                 record_failure(run_dir, job_environment.stopped_at_time_limit(error, run_dir))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig
 
 CONF = Path(__file__).resolve().parent / "conf"
@@ -25,6 +26,16 @@ def folder_problem() -> str | None:
             "reinstall tirun (pip install --force-reinstall .)"
         )
     return None
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A config file that is not YAML, in one line: which file, which line, what is wrong."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
+    what = getattr(error, "problem", None) or str(error).splitlines()[0]
+    inside = mark is not None and Path(mark.name).is_relative_to(CONF)
+    fix = "reinstall tirun, or fix the file" if inside else "fix the file"
+    return f"{where} is not valid YAML ({what}): {fix}"
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:

@@ -31,7 +31,7 @@ from tirun.toyworld.concepts import CONCEPTS, SPLITS, concept_captions, split
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "experiments" / "results" / "toybench"  # the committed record: --record only
 OUTPUTS = Path("outputs") / "toybench"
-RUNS = ROOT / "toybench_runs"
+RUNS = Path("toybench_runs")  # the jobs' folders, under the folder it is run from
 OWN_KEYS = ("split", "seeds", "first_seed", "name")
 
 
@@ -144,7 +144,16 @@ def run(split_name: str, seeds: range, name: str, overrides: list[str]) -> Path:
     A run continued with `first_seed=N` (N > 0) writes its jobs into a subfolder of the run's
     folder (`seeds1-2`), beside the earlier ones and not over their Hydra job numbers; the
     report reads every job under the run's folder."""
+    from tirun.__main__ import composition_error
+
     concepts = ",".join(c.name for c in split(split_name))
+    # every job's config, checked on the first concept and seed before any job starts
+    problem = composition_error(
+        ["+toybench=default", f"dataset.concept={concepts.split(',')[0]}",
+         f"train.seed={seeds.start}", *overrides]
+    )  # fmt: skip
+    if problem:
+        raise ValueError(problem)
     runs = RUNS / name
     sweep = runs / seeds_folder(seeds) if seeds.start > 0 else runs
     command = [
@@ -153,8 +162,19 @@ def run(split_name: str, seeds: range, name: str, overrides: list[str]) -> Path:
         f"hydra.sweep.dir={sweep}", *overrides,
     ]  # fmt: skip
     print(" ".join(command[1:]), flush=True)
-    subprocess.run(command, cwd=ROOT, check=True)
+    subprocess.run(command, check=True)
     return runs
+
+
+def whole_number(own: dict[str, str], key: str, default: str, lowest: int) -> int:
+    """A count setting (`seeds=3`: seeds 0, 1, 2), refused in one line unless a whole number of
+    at least ``lowest``."""
+    text = own.get(key, default)
+    if not text.isdigit() or int(text) < lowest:
+        meaning = {"seeds": "how many seeds each concept trains, e.g. seeds=3",
+                   "first_seed": "the seed to start from, e.g. first_seed=1"}[key]  # fmt: skip
+        raise ValueError(f"{key}={text} is not a whole number of {lowest} or more: {meaning}")
+    return int(text)
 
 
 def is_setting(argument: Path) -> bool:
@@ -189,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         args.settings = settings + args.settings
     own = {k: v for k, _, v in (s.partition("=") for s in args.settings) if k in OWN_KEYS}
     overrides = [s for s in args.settings if s.partition("=")[0] not in OWN_KEYS]
-    split_name, count = own.get("split", "dev"), int(own.get("seeds", "1"))
-    first_seed = int(own.get("first_seed", "0"))
-    seeds = range(first_seed, first_seed + count)
+    split_name = own.get("split", "dev")
     try:
+        count = whole_number(own, "seeds", "1", lowest=1)
+        first_seed = whole_number(own, "first_seed", "0", lowest=0)
+        seeds = range(first_seed, first_seed + count)
         if split_name not in SPLITS:
             raise ValueError(f"split={split_name!r} is unknown; use one of {SPLITS}")
         if args.list:
