@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 from safetensors.torch import load_file
 
 from tests.conftest import CONF, compose_config, tirun_process
+from tirun import choices
 from tirun.templates import per_image
 
 PRESETS = sorted(p.stem for p in (Path(CONF) / "exp").glob("*.yaml"))
@@ -161,3 +163,13 @@ def test_the_main_command_runs_as_scripts_call_it(tmp_path):
     assert not (tmp_path / "run/learned_embeds_xti.safetensors").exists()
     assert load_file(tmp_path / "run/learned_embeds.safetensors")["<object>"].shape[0] == 3
     assert (tmp_path / "run/metrics.json").is_file()
+
+
+def test_each_train_loop_is_a_training_function_and_only_those_are_choices():
+    assert choices.CHOICES["train.loop"] == ("tirun", "common")
+    for name, path in choices.LOOPS.items():
+        parameters = list(inspect.signature(get_method(path)).parameters)
+        assert parameters == ["cfg", "run_dir", "keep_tracking"], name
+    assert choices.problem(compose_config("train.loop=fast")) == (
+        "train.loop=fast is not a choice; use one of tirun, common"
+    )

@@ -145,7 +145,7 @@ def test_the_applications_train_nothing_and_nothing_below_them_uses_them():
 
 def test_the_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
-    assert "tirun.toybench.common" in graph["tirun.__main__"]  # imported inside run()
+    assert "tirun.applications" in graph["tirun.__main__"]  # imported inside run()
     assert "tirun.data" in graph["tirun.toyworld.concepts"]
 
 

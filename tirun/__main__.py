@@ -19,6 +19,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
+from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from tqdm.auto import tqdm
@@ -70,10 +71,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     schema.check(cfg)
     choices.check(cfg)
     # torch and diffusers load here, so `--cfg job` stays quick
-    if cfg.train.loop == "common":  # ToyBench's peer recipe: the diffusers example's loop
-        from tirun.toybench.common import train
-    else:  # tirun: `choices.check` has refused anything else
-        from tirun.train import train
+    train = get_method(choices.LOOPS[cfg.train.loop])
 
     applying = cfg.get("application") is not None
     if applying:  # before any training: what the application needs, and the words it learns

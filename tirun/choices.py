@@ -13,10 +13,16 @@ import math
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 SCHEDULERS = ("ddim", "ddpm")
+# `train.loop`: each name's training function, `train(cfg, run_dir, keep_tracking)` returning
+# (metrics, objects), named by its dotted path so that torch loads only when a run starts.
+LOOPS = {
+    "tirun": "tirun.train.train",
+    "common": "tirun.toybench.common.train",  # ToyBench's peer: the diffusers example's loop
+}
 CHOICES: dict[str, tuple] = {
     "word.init": ("embedding", "encoder_output"),
     "word.norm": (None, "vocab"),
-    "train.loop": ("tirun", "common"),
+    "train.loop": tuple(LOOPS),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.attention": ("sdpa", "xformers", "eager"),
     "train.early_stop.keep": ("last", "best", "validated"),
