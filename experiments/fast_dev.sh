@@ -94,5 +94,5 @@ for name in "${@:-${ORDER[@]}}"; do
   [[ -v RUNS[$name] ]] || { echo "fast_dev.sh: error: no run named $name" >&2; exit 2; }
   if [[ $name == v[34]-* ]]; then extra=("${PAIRS[@]}"); else extra=("${RECORD[@]}"); fi
   # shellcheck disable=SC2086
-  "$PY" -m tirun.toybench split=dev seeds=1 name="$name" "${extra[@]}" ${RUNS[$name]}
+  "$PY" -m tirun.toybench --record split=dev seeds=1 name="$name" "${extra[@]}" ${RUNS[$name]}
 done

@@ -94,6 +94,6 @@ for name in "$@"; do
   [[ -v RUNS[$name] ]] || { echo "toybench_test.sh: error: no run named $name" >&2; exit 2; }
   seeds=${name##*-}; seeds=${SEEDS:-${seeds%seeds}}; seeds=${seeds%seed}
   # shellcheck disable=SC2086
-  "$PY" -m tirun.toybench split=test seeds="$seeds" first_seed="${FIRST_SEED:-0}" name="$name" \
+  "$PY" -m tirun.toybench --record split=test seeds="$seeds" first_seed="${FIRST_SEED:-0}" name="$name" \
     tracker=none ${RUNS[$name]} "${LAUNCH[@]}"
 done
