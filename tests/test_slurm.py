@@ -328,12 +328,12 @@ def test_toybench_runs_its_jobs_on_the_cluster_and_writes_its_report(tmp_path):
             json.loads(j.read_text())["status"] == "finished" for j in jobs
         )
         assert list((runs / ".submitit").glob("*_0")), "the jobs ran through SLURM"
-        results = ROOT / "experiments" / "results" / "toybench" / name
+        results = ROOT / "outputs" / "toybench" / name  # not the committed results: no --record
         assert (results / "summary.md").is_file()
         assert len((results / "per_concept.csv").read_text().splitlines()) == 1 + dev
     finally:
         shutil.rmtree(ROOT / "toybench_runs" / name, ignore_errors=True)
-        shutil.rmtree(ROOT / "experiments" / "results" / "toybench" / name, ignore_errors=True)
+        shutil.rmtree(ROOT / "outputs" / "toybench" / name, ignore_errors=True)
 
 
 @pytest.mark.parametrize(
