@@ -1,61 +1,135 @@
-"""`make install` on a machine without a GPU: torch's CPU build from PyTorch's CPU index, the
-pin from the default index when that index cannot be reached (saying so), then tirun with the
-extras asked for. Run against a stand-in Python that logs each call, so nothing is installed."""
+"""`pip install` gives a working `tirun`: the wheel carries its configs and runs from any folder.
+
+The wheel is built from a copy of the package's files (the checkout is left as it is) and
+installed, offline and without its dependencies, into a fresh venv whose one extra path is this
+environment's site-packages, so the dependencies are the ones already installed and the
+editable install of the checkout is not on the path (its finder is not loaded from there).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-MAKE = shutil.which("make")
-CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+from tests.conftest import ROOT
+from tirun.toyworld.concepts import CONCEPTS
+
+PACKAGE_FILES = ("pyproject.toml", "README.md", "tirun", "hydra_plugins")
 
 
-def make_install(tmp_path: Path, *, index_reached: bool, extras: str | None = None):
-    """`make install` with VENV a folder whose python logs its arguments and fails a pip call on
-    the CPU index unless `index_reached`; PATH holds no nvidia-smi (nor anything else)."""
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    log = tmp_path / "calls.txt"
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """A fresh venv with tirun's wheel installed in it; its path."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"
+    source.mkdir()
+    for name in PACKAGE_FILES:
+        path = ROOT / name
+        if path.is_dir():
+            ignored = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
+            shutil.copytree(path, source / name, ignore=ignored)
+        else:
+            shutil.copy2(path, source / name)
+    pip = [sys.executable, "-m", "pip"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w",
+         str(work / "dist"), str(source)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    (wheel,) = (work / "dist").glob("tirun-*.whl")
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    python.write_text(
-        "#!/bin/sh\n"
-        f'echo "$*" >> {log}\n'
-        f'case "$*" in *{CPU_INDEX}*) exit {0 if index_reached else 1};; esac\n'
-        'case "$*" in -c*) echo "make install: torch 2.13.0+cpu (CPU build)";; esac\n'
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    (Path(purelib) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run(
+        [*pip, "--python", str(python), "install", "--no-index", "--no-deps", "-q", str(wheel)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return venv
+
+
+def in_venv(venv: Path, cwd: Path, *command: str) -> subprocess.CompletedProcess:
+    """``command`` run with the venv's programs first on the PATH, from ``cwd``."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        list(command), cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
-    python.chmod(0o755)
-    (tmp_path / "bin").mkdir()
-    args = [MAKE, "-s", "-C", str(ROOT), "install", f"VENV={venv}"]
-    result = subprocess.run(
-        args + ([f"EXTRAS={extras}"] if extras else []),
-        env={"PATH": str(tmp_path / "bin")},
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout, log.read_text().splitlines()
 
 
-@pytest.mark.skipif(MAKE is None, reason="needs make")
-def test_without_a_gpu_torch_comes_from_the_cpu_index(tmp_path):
-    out, calls = make_install(tmp_path, index_reached=True)
-    torch = [c for c in calls if "torch==" in c]
-    assert torch == [
-        f"-m pip install -q --retries 0 --timeout 15 --index-url {CPU_INDEX} torch==2.13.0"
-    ]
-    assert "not reached" not in out and "(CPU build)" in out
-    assert calls[-1] == "-m pip install -q -e .[dev]"
+def test_the_wheel_runs_from_another_folder(installed, tmp_path):
+    venv = installed
+    where = in_venv(venv, tmp_path, "python", "-c",
+                    "import tirun, hydra_plugins.tirun_launcher as l; print(tirun.__file__); "
+                    "print(l.__file__)")  # fmt: skip
+    assert where.returncode == 0, where.stderr
+    for line in where.stdout.splitlines():
+        assert Path(line).is_relative_to(venv), line  # the wheel's copy, not the checkout's
+
+    job = in_venv(venv, tmp_path, "tirun", "--cfg", "job")
+    assert job.returncode == 0, job.stderr
+    assert "_target_: tirun.models.load_pretrained" in job.stdout  # model: toy, the default
+    assert "max_steps: 500" in job.stdout
+
+    listed = in_venv(venv, tmp_path, "python", "-m", "tirun.toybench", "--list")
+    assert listed.returncode == 0, listed.stderr
+    names = [line.split()[0] for line in listed.stdout.splitlines()]
+    assert names == list(CONCEPTS)
+
+    debug = in_venv(venv, tmp_path, "tirun", "+debug=default")
+    assert debug.returncode == 0, debug.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs").glob("*/*")
+    assert (run_dir / "learned_embeds.safetensors").is_file()
+    assert (run_dir / "samples" / "validation" / "step_000004.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]
 
 
-@pytest.mark.skipif(MAKE is None, reason="needs make")
-def test_an_unreachable_cpu_index_falls_back_to_the_pin_and_says_so(tmp_path):
-    out, calls = make_install(tmp_path, index_reached=False, extras="dev,xformers")
-    torch = [c for c in calls if "torch==" in c]
-    assert torch[1] == "-m pip install -q torch==2.13.0" and len(torch) == 2
-    assert f"make install: {CPU_INDEX} not reached: torch==2.13.0 from the default index" in out
-    assert calls[-1] == "-m pip install -q -e .[dev,xformers]"
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("tirun: error:")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("flags", [(), ("--cfg", "job")], ids=["run", "cfg"])
+def test_a_missing_config_folder_is_one_line(installed, tmp_path, flags):
+    conf = next((installed / "lib").glob("python*/site-packages/tirun/conf"))
+    aside = conf.with_name("conf-aside")
+    conf.rename(aside)
+    try:
+        line = _one_error_line(in_venv(installed, tmp_path, "tirun", "+debug=default", *flags))
+    finally:
+        aside.rename(conf)
+    assert f"tirun's config folder {conf} has no config.yaml" in line
+    assert "reinstall tirun" in line
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("flags", [(), ("--cfg", "job")], ids=["run", "cfg"])
+def test_a_config_file_that_is_not_yaml_is_one_line(installed, tmp_path, flags):
+    tiny = next((installed / "lib").glob("python*/site-packages/tirun/conf/model/tiny.yaml"))
+    kept = tiny.read_text()
+    tiny.write_text("resolution: [32\nseed: 0\n")
+    try:
+        line = _one_error_line(in_venv(installed, tmp_path, "tirun", "+debug=default", *flags))
+    finally:
+        tiny.write_text(kept)
+    assert f"{tiny}, line 2 is not valid YAML" in line
+    assert "reinstall tirun, or fix the file" in line
+    assert not (tmp_path / "outputs").exists()
