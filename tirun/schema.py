@@ -427,29 +427,67 @@ def _schema_of(node: DictConfig, declared: type | None) -> type | None:
     return declared
 
 
-def _node_problem(cfg: DictConfig, prefix: str, schema: type) -> str | None:
+def _child(node: DictConfig, name: str):
+    """The node under ``name`` (None when absent), `???` included, without resolving it."""
+    return node._get_node(name) if name in list(node) else None
+
+
+def schemas(cfg: DictConfig) -> dict[str, type]:
+    """Each node of ``cfg`` that has a schema, by its dotted key (`""` for the top), with it."""
+    found: dict[str, type] = {}
+
+    def visit(prefix: str, schema: type) -> None:
+        found[prefix] = schema
+        node = OmegaConf.select(cfg, prefix) if prefix else cfg
+        hints = typing.get_type_hints(schema)
+        for field in dataclasses.fields(schema):
+            child = _child(node, field.name)
+            if dataclasses.is_dataclass(hints[field.name]) and isinstance(child, DictConfig):
+                inner = _schema_of(child, hints[field.name])
+                if inner is not None:
+                    visit(f"{prefix}.{field.name}" if prefix else field.name, inner)
+
+    visit("", Config)
+    for group, schema in GROUPS.items():
+        node = _child(cfg, group)
+        if not isinstance(node, DictConfig):
+            continue
+        declared = schema if schema is None or isinstance(schema, type) else schema(node)
+        chosen = _schema_of(node, declared)
+        if chosen is not None:
+            visit(group, chosen)
+    return found
+
+
+def typed_keys(cfg: DictConfig) -> dict[str, Any]:
+    """Every key of ``cfg`` that holds a value (not a node of its own), with its type."""
+    keys = {}
+    nodes = schemas(cfg)
+    for prefix, schema in nodes.items():
+        hints = typing.get_type_hints(schema)
+        for field in dataclasses.fields(schema):
+            key = f"{prefix}.{field.name}" if prefix else field.name
+            if key not in nodes:
+                keys[key] = hints[field.name]
+    return keys
+
+
+def _node_problem(cfg: DictConfig, prefix: str, schema: type, nodes: dict[str, type]) -> str | None:
     node = OmegaConf.select(cfg, prefix) if prefix else cfg
     typed = OmegaConf.structured(schema)
     hints = typing.get_type_hints(schema)
-    names = set()
-    for field in dataclasses.fields(schema):
-        names.add(field.name)
-        key = f"{prefix}.{field.name}" if prefix else field.name
-        hint = hints[field.name]
-        child = node._get_node(field.name) if field.name in node else None
-        if dataclasses.is_dataclass(hint) and isinstance(child, DictConfig):
-            inner = _schema_of(child, hint)
-            problem = _node_problem(cfg, key, inner) if inner else None
-            if problem:
-                return problem
+    names = [field.name for field in dataclasses.fields(schema)]
+    for name in names:
+        key = f"{prefix}.{name}" if prefix else name
+        if key in nodes:  # a node with a schema of its own: checked on its own
             continue
         value = _value(cfg, key)
         if value is _ABSENT:
             continue
         try:
-            OmegaConf.merge(typed, {field.name: value})
+            OmegaConf.merge(typed, {name: value})
         except OmegaConfBaseException:
-            return f"{key}={_shown(value)} is not {describe(hint)}"
+            return f"{key}={_shown(value)} is not {describe(hints[name])}"
     if "_target_" not in names:  # a function's node: keys it does not take are its own error
         for extra in (k for k in node if k not in names and (prefix or k not in GROUPS)):
             if not prefix and extra == "hydra":
@@ -462,19 +500,11 @@ def _node_problem(cfg: DictConfig, prefix: str, schema: type) -> str | None:
 def problem(cfg: DictConfig) -> str | None:
     """The first key of ``cfg`` whose value is not of its type (or that no schema has), said in
     one line; None if every value fits."""
-    message = _node_problem(cfg, "", Config)
-    if message:
-        return message
-    for group, schema in GROUPS.items():
-        node = cfg.get(group) if group in cfg else None
-        if not isinstance(node, DictConfig):
-            continue
-        declared = schema(node) if callable(schema) and not isinstance(schema, type) else schema
-        chosen = _schema_of(node, declared)
-        if chosen is not None:
-            message = _node_problem(cfg, group, chosen)
-            if message:
-                return message
+    nodes = schemas(cfg)
+    for prefix, schema in nodes.items():
+        message = _node_problem(cfg, prefix, schema, nodes)
+        if message:
+            return message
     return None
 
 
