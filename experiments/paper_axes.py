@@ -73,7 +73,7 @@ def rebuilt_words(table: Path, words: Path) -> dict[str, list[ScoredWord]]:
                     float(row["editability"]), set_size(len(concept.editability))
                 ),
                 "adherence": adherence(concept, row),
-                "leak": [],  # v3's images share nothing the concept does not define
+                "leak": [],  # these runs' images share nothing the concept does not define
             }
             final = {
                 "step": int(row["steps"]),

@@ -8,7 +8,8 @@ Every run is read on the reference's words only (same concepts and seeds), at th
 curve was scored. A run reaches the reference when its mean reconstruction and its mean second
 metric over those words are both at least the reference's final means; the speed-up is the
 reference's whole training time over that time. The second metric is ToyBench's editability
-(v3's table) or the paper's adherence (`--second adherence`, v4's). The reference's own row
+(the edit and the concept) or the paper's adherence (`--second adherence`: the edit, concept or
+not). The reference's own row
 says when its curve first reached its final quality (it could have stopped there).
 """
 
@@ -22,7 +23,7 @@ from tirun.files import atomic_write
 from tirun.toybench.report import ScoredWord, interval, load_run, reach
 
 RESULTS = Path(__file__).parent / "results" / "toybench" / "time-to-quality.md"
-SECOND_METRICS = ("editability", "adherence")  # the first is the default (v3's table)
+SECOND_METRICS = ("editability", "adherence")  # the first is the default, ToyBench's own
 
 
 def _cell(value: float | None, digits: int) -> str:
@@ -78,7 +79,7 @@ def main() -> None:
         "--second",
         choices=SECOND_METRICS,
         default=SECOND_METRICS[0],
-        help="the metric reached beside reconstruction (v4: the paper's adherence)",
+        help="the metric reached beside reconstruction (adherence: the paper's editability)",
     )
     args = parser.parse_args()
     reference = load_run(args.reference)

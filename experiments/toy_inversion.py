@@ -1,4 +1,5 @@
-"""Textual Inversion on the toy world, scored against ground truth (issue 4's figures).
+"""Textual Inversion on the toy world, scored against ground truth: the figures of
+experiments/results/toy_inversion.md.
 
     python -m experiments.toy_inversion [--out outputs/toy_inversion] [--threads 2]
 

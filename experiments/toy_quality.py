@@ -4,13 +4,13 @@ oracle.
     python -m experiments.toy_quality [--samples 3] [--model DIR] [--oracle DIR]
 
 Prompts name seen combinations ("a photo of a red star on grass"); the oracle reads shape,
-colour and background off each sample (bars, ToyBench v4's: every named shape ≥ 93%, colour and
-background ≥ 98%), the technique off style prompts (every named technique ≥ 93%), and the light
-and the size off prompts that name them (each ≥ 93%, the shapes' bar). What no caption names (the
-diamond, hatching, the marks) must be drawn across its variety: each value in at least half its
-pretraining share of the samples whose prompt leaves its attribute open; the oracle's reading of
-it on clean renders is in the pretraining log. The skew of the bias word is reported beside it.
-Writes experiments/results/toy_quality.md.
+colour and background off each sample (the world's bars, that ToyBench's scores rest on: every
+named shape ≥ 93%, colour and background ≥ 98%), the technique off style prompts (every named
+technique ≥ 93%), and the light and the size off prompts that name them (each ≥ 93%, the
+shapes' bar). What no caption names (the diamond, hatching, the marks) must be drawn across its
+variety: each value in at least half its pretraining share of the samples whose prompt leaves
+its attribute open; the oracle's reading of it on clean renders is in the pretraining log. The
+skew of the bias word is reported beside it. Writes experiments/results/toy_quality.md.
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 # The paper's figure on toy model v4: the eight v4-test-*-3seeds rows of toybench_test.sh, two
 # jobs at a time, one seed of every row before the next seed (seed 0 of all eight gives the
 # whole figure at one seed first). About 26 minutes per row and seed on 2 cores, 10.5 hours in
-# all, so it runs over several sessions: a row's seed whose 30 words are all scored is skipped,
+# all, so it runs in several sittings: a row's seed whose 30 words are all scored is skipped,
 # and one a kill cut short is removed and run again (a row and seed is the unit a rerun redoes).
 #   bash experiments/v4_figure.sh            # whatever is left, in order
 #   bash experiments/v4_figure.sh --status   # what is done
 #   STOP_BY=14:00 bash experiments/v4_figure.sh   # start no row and seed that would end later
-#                                               # (a session's end: no half-run unit to redo)
+#                                               # (a deadline: no half-run unit to redo)
 # Then `python -m experiments.paper_figure_v4`: the report of the rows done and their verdicts.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -2,12 +2,12 @@
 
     python -m experiments.world_ambiguity [--renders 300]
 
-v2's unnamed diamond shared the triangle's apex and swallowed it; v3's weakest named shape
-(circle, read as ring) and weakest style (outlined, every miss a ring or a circle) point at a
-second pair: a circle's 2-pixel outline and a ring's band. This renders the suspects and their
-controls as pretraining draws them (a quarter small and anywhere), reads them with the oracle,
-and measures how much an outlined circle's and a ring's pixels overlap at the same size and
-place (the same render seed). Writes experiments/results/world_ambiguity.md.
+Shapes that share pixels are read as each other (the pairs found so far: docs/history.md). The
+suspects here are a circle's 2-pixel outline and a ring's band, behind the weakest named shape
+(circle, read as ring) and the weakest style (outlined, every miss a ring or a circle). This
+renders them and their controls as pretraining draws them (a quarter small and anywhere), reads
+them with the oracle, and measures how much an outlined circle's and a ring's pixels overlap at
+the same size and place (the same render seed). Writes experiments/results/world_ambiguity.md.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def test_a_concept_s_context_is_in_every_image_and_in_none_of_its_edits_targets(
             assert all(concept.context.get(k) != v for k, v in adds.items()), (concept.name, prompt)
             moved += any(k in concept.context for k in adds)
         assert moved >= 1, concept.name  # every context is asked away
-    # what no context fixes varies image to image (v3's reference concepts)
+    # what no context fixes varies image to image (purple_star, the object presets', has none)
     plain = CONCEPTS["purple_star"].image_attributes()
     assert len({(a.background, a.light, a.size) for a in plain}) == 5
 
@@ -490,7 +490,7 @@ def test_time_to_quality_is_the_first_step_where_both_means_reach_the_references
     are 0.5 / 0.6 at step 50 (2 s: editability only) and 0.7 / 0.55 at step 100 (4 s: both),
     so it reaches the reference at step 100 in 4 s, 20 / 4 = 5× faster. Reconstruction alone:
     the reference reaches 0.6 only at its end, the run at step 100 (4 s). The same numbers as
-    adherence (v4's second metric, the words holding no editability) give the same table."""
+    adherence (`--second adherence`, the paper's editability) give the same table."""
     from experiments.time_to_quality import table
     from tirun.toybench.report import ScoredWord
 

@@ -1,4 +1,4 @@
-"""How fast tirun trains a word, beside the common approach and the floor (issue 7).
+"""How fast tirun trains a word, beside the common approach and the floor.
 
 `python -m experiments.bench` (`make bench`) runs it; `__main__` describes the method. The parts:
 

@@ -1,4 +1,4 @@
-"""How fast tirun trains a word, beside the common approach and the floor (issue 7).
+"""How fast tirun trains a word, beside the common approach and the floor.
 
 Three variants, measured on the same model, machine, batch, resolution, precision and attention:
 

@@ -25,8 +25,9 @@ from tirun.files import atomic_write, write_json
 
 log = logging.getLogger(__name__)
 
-# The application whose oracle scores stand for the run's (issue 4's `oracle.*` names), by the
-# kind of toy concept learned.
+# The application whose oracle scores stand for the run's, by the kind of toy concept learned:
+# `oracle.*` in `metrics.json` is one name a sweep can optimise (`hparams_search/optuna`) whichever
+# application scored it.
 ORACLE_SUMMARY = {"object": "variation", "style": "style"}
 
 

@@ -36,9 +36,9 @@ EDITABILITY_AXES = (("editability", "editability (ToyBench: edit and concept)"),
           ("adherence", "prompt adherence (the paper's editability)"))  # fmt: skip
 
 
-# Kinds of concept a result is also read by (v4's difficulty, recorded with each word): what a
-# recipe gains or loses may sit in one kind only. Words scored before v4 recorded no difficulty
-# and count as objects or styles only.
+# Kinds of concept a result is also read by (the concept's difficulty, recorded with each word):
+# what a recipe gains or loses may sit in one kind only. A word whose run recorded no difficulty
+# (runs of an earlier toy world, docs/history.md) counts as an object or a style only.
 def _difficulty(key: str, test):
     return lambda w: w.difficulty is not None and test(w.difficulty[key])
 
@@ -67,7 +67,7 @@ class ScoredWord:
     outcomes: dict[str, list[int]]
     file: Path
     folder: Path
-    difficulty: dict[str, int] | None = None  # the concept's, as scored (none before v4)
+    difficulty: dict[str, int] | None = None  # the concept's, as scored (None: not recorded)
 
     @property
     def final(self) -> dict:
@@ -232,8 +232,8 @@ def summary_lines(
 
 def kind_lines(runs: dict[str, list[ScoredWord]]) -> list[str]:
     """Each run's means by kind of concept (`KINDS`): objects and styles, with and without
-    unnamed detail or a shared context, two attributes or more; words scored before v4 recorded
-    no difficulty and count in the first two only."""
+    unnamed detail or a shared context, two attributes or more; a word whose run recorded no
+    difficulty counts in the first two only."""
     rows = []
     for kind, chosen_by in KINDS:
         for name, words in runs.items():
