@@ -21,7 +21,7 @@ install:
 	elif ! $(PIP) install -q --retries 0 --timeout 15 --index-url $(TORCH_CPU_INDEX) torch==$(TORCH); then \
 	  echo "make install: $(TORCH_CPU_INDEX) not reached: torch==$(TORCH) from the default index (on Linux, its CUDA build)"; \
 	  $(PIP) install -q torch==$(TORCH); fi
-	@$(PY) -c "import torch; print('make install: torch', torch.__version__, 'with CUDA ' + torch.version.cuda if torch.version.cuda else '(CPU build)')"
+	@$(PY) -W ignore -c "import torch; print('make install: torch', torch.__version__, 'with CUDA ' + torch.version.cuda if torch.version.cuda else '(CPU build)')"
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 
 test:

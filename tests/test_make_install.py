@@ -26,7 +26,7 @@ def make_install(tmp_path: Path, *, index_reached: bool, extras: str | None = No
         "#!/bin/sh\n"
         f'echo "$*" >> {log}\n'
         f'case "$*" in *{CPU_INDEX}*) exit {0 if index_reached else 1};; esac\n'
-        'case "$*" in -c*) echo "make install: torch 2.13.0+cpu (CPU build)";; esac\n'
+        'case "$*" in *"import torch"*) echo "make install: torch 2.13.0+cpu (CPU build)";; esac\n'
     )
     python.chmod(0o755)
     (tmp_path / "bin").mkdir()
