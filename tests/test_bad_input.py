@@ -8,21 +8,28 @@ files byte for byte as they were.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import io
 import pickle
 import resource
 import sys
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import make_images, tirun_process
+from tests.conftest import CONF, compose_config, make_images, tirun_process
 from tirun import __main__ as tirun_main
+from tirun import schema
 from tirun.choices import CHOICES
 
 TINY = ("model=tiny", "tracker=none", "train.batch_size=2", "train.checkpoint_every=0")
@@ -200,6 +207,138 @@ def test_every_module_that_acts_on_a_key_takes_its_choices_from_one_place():
     assert tuple(sorted(templates.BUILTIN)) == tuple(sorted(CHOICES["template.kind"]))
     for kind in CHOICES["validation.scheduler"]:
         assert models.make_sampler(models.DDPMScheduler(), kind) is not None
+
+
+# --- types --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        ("train.seed=abc", "train.seed=abc is not an integer"),
+        ("train.seed=", "train.seed='' (empty) is not an integer"),
+        ("validation.every=often", "validation.every=often is not an integer"),
+        ("word.image_tokens=maybe", "word.image_tokens=maybe is not true or false"),
+        ("optimizer.optim.eps=tiny", "optimizer.optim.eps=tiny is not a number"),
+        ("train.min_snr_gamma=x", "train.min_snr_gamma=x is not a number or null"),
+        ("export=diffusers", "export=diffusers is not a list of strings"),
+        ("+train.seeds=1", "train.seeds is not a config key"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_one_line_before_anything_runs(
+    cli, image_folder, override, said
+):
+    outcome, run_dir = cli(*TINY, f"dataset.path={image_folder}", override)
+    assert_one_line(outcome, run_dir, said)
+    assert not (run_dir / "config.yaml").exists()
+
+
+def _packaged_configs() -> list[tuple[str, ...]]:
+    """The overrides that compose each packaged option of each group, preset and recipe."""
+    base = ("dataset.path=/tmp",)
+    configs = [base]
+    for group in ("model", "dataset", "template", "optimizer", "tracker", "application"):
+        configs += [
+            (*base, f"{group}={p.stem}") for p in sorted((Path(CONF) / group).glob("*.yaml"))
+        ]
+    for group in ("exp", "recipe", "debug", "toybench"):
+        configs += [(f"+{group}={p.stem}",) for p in sorted((Path(CONF) / group).glob("*.yaml"))]
+    return configs
+
+
+def _leaves(node, prefix: str = "") -> list[str]:
+    keys = []
+    for key in node:
+        child = node._get_node(key)
+        full = f"{prefix}{key}"
+        keys += _leaves(child, f"{full}.") if OmegaConf.is_dict(child) else [full]
+    return keys
+
+
+@pytest.mark.parametrize("overrides", _packaged_configs(), ids=lambda o: o[-1])
+def test_every_key_of_every_packaged_config_has_a_type_that_its_value_fits(overrides):
+    cfg = compose_config(*overrides)
+    typed = schema.typed_keys(cfg)
+    untyped = [key for key in _leaves(cfg) if key not in typed
+               and not any(key.startswith(f"{k}.") or key.startswith(f"{k}[") for k in typed)]  # fmt: skip
+    assert untyped == []
+    assert schema.problem(cfg) is None
+
+
+_WRONG = {int: "abc", float: "abc", bool: "maybe", str: [1, 2]}
+
+
+_APPLICATIONS = sorted((Path(CONF) / "application").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [(), ("+toybench=default",), *((f"application={p.stem}",) for p in _APPLICATIONS)],
+    ids=lambda o: o[-1] if o else "default",
+)
+def test_whichever_key_a_wrong_type_is_set_on_it_is_refused_naming_the_key(overrides):
+    cfg = compose_config("dataset.path=/tmp", *overrides)
+    typed = schema.typed_keys(cfg)
+    checked = 0
+    for key, hint in typed.items():
+        if key.rsplit(".", 1)[-1] in ("_target_", "_partial_") or hint is Any:
+            continue  # a node's function, not a setting; a key whose function checks its type
+        nullable = isinstance(hint, types.UnionType)
+        plain = next(a for a in typing.get_args(hint) if a is not type(None)) if nullable else hint
+        wrong = "abc" if typing.get_origin(plain) is list else _WRONG[plain]
+        given = cfg.copy()  # as the command line's `key=wrong` leaves it, the type unchecked
+        OmegaConf.update(given, key, wrong, merge=False)
+        said = schema.problem(given)
+        assert said is not None and said.startswith(f"{key}="), (key, said)
+        assert f"is not {schema.describe(hint)}" in said, said
+        checked += 1
+    assert checked >= 20
+
+
+def test_the_sampling_schema_is_the_samplers_dataclass():
+    from tirun.sampling import Sampling
+
+    assert typing.get_type_hints(schema.SamplingConfig) == typing.get_type_hints(Sampling)
+
+
+def test_a_typed_schema_names_only_keys_its_function_takes():
+    """Each `_target_` schema's keys are parameters of its function (a schema cannot invent a
+    key the code ignores)."""
+    from hydra.utils import get_method
+
+    for target, node_schema in schema.BY_TARGET.items():
+        if target.startswith("tirun.applications."):
+            continue  # an application reads its keys from its node (`applications.check`)
+        params = inspect.signature(get_method(target)).parameters
+        keys = {f.name for f in dataclasses.fields(node_schema)} - {"_target_", "_partial_"}
+        assert keys <= set(params), (target, keys - set(params))
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        (("seeds=0",), "seeds=0 is not a whole number of 1 or more"),
+        (("seeds=abc",), "seeds=abc is not a whole number of 1 or more"),
+        (("first_seed=-1",), "first_seed=-1 is not a whole number of 0 or more"),
+        (("seeds=1", "train.seed=abc"), "train.seed=abc is not an integer"),
+        (("seeds=1", "word.num_vectors=two"), "word.num_vectors=two is not an integer"),
+    ],
+)
+def test_toybench_refuses_what_its_jobs_cannot_run_before_any_starts(
+    tmp_path, monkeypatch, capsys, settings, said
+):
+    from tirun.toybench import __main__ as toybench
+
+    def launched(*args, **kwargs):
+        raise AssertionError(f"a sweep was launched: {args}")
+
+    monkeypatch.setattr(toybench.subprocess, "run", launched)
+    monkeypatch.chdir(tmp_path)
+    GlobalHydra.instance().clear()
+    assert toybench.main(["split=dev", *settings, "tracker=none"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(f"tirun.toybench: error: {said}"), err
+    assert list(tmp_path.iterdir()) == []  # no toybench_runs/, no outputs/
 
 
 def test_a_masked_loss_on_images_without_masks_is_refused(cli, image_folder):

@@ -81,6 +81,12 @@ def test_a_failed_sweep_job_is_recorded_and_the_sweep_goes_on(tmp_path, image_fo
     failed = json.loads((sweep / "0" / "metrics.json").read_text())
     assert failed["status"] == "failed" and "word.initializer='zzqqxxyy'" in failed["error"]
     assert "\n" not in failed["error"]
+    terminal = result.stdout + result.stderr
+    said = [line for line in terminal.splitlines() if "job 0 failed" in line]
+    assert len(said) == 1 and "word.initializer='zzqqxxyy'" in said[0], terminal[-2000:]
+    assert "Traceback" not in terminal
+    log_file = (sweep / "0" / "__main__.log").read_text()
+    assert "job 0 failed: its traceback" in log_file and "Traceback" in log_file
     assert json.loads((sweep / "1" / "metrics.json").read_text())["status"] == "finished"
 
     assert report.main([str(sweep)]) == 0

@@ -472,6 +472,22 @@ def typed_keys(cfg: DictConfig) -> dict[str, Any]:
     return keys
 
 
+def _fits(typed: DictConfig, name: str, value, hint) -> bool:
+    """Whether ``value`` converts to the type of ``typed``'s field ``name``: an assignment, or a
+    merge where entries are dataclasses (only a merge makes those of plain mappings)."""
+    try:
+        typed[name] = value
+        return True
+    except OmegaConfBaseException:
+        if not any(map(dataclasses.is_dataclass, typing.get_args(hint))):
+            return False
+    try:
+        OmegaConf.merge(typed, {name: value})
+        return True
+    except OmegaConfBaseException:
+        return False
+
+
 def _node_problem(cfg: DictConfig, prefix: str, schema: type, nodes: dict[str, type]) -> str | None:
     node = OmegaConf.select(cfg, prefix) if prefix else cfg
     typed = OmegaConf.structured(schema)
@@ -484,9 +500,7 @@ def _node_problem(cfg: DictConfig, prefix: str, schema: type, nodes: dict[str, t
         value = _value(cfg, key)
         if value is _ABSENT:
             continue
-        try:
-            OmegaConf.merge(typed, {name: value})
-        except OmegaConfBaseException:
+        if not _fits(typed, name, value, hints[name]):
             return f"{key}={_shown(value)} is not {describe(hints[name])}"
     if "_target_" not in names:  # a function's node: keys it does not take are its own error
         for extra in (k for k in node if k not in names and (prefix or k not in GROUPS)):
