@@ -133,3 +133,23 @@ def test_a_config_file_that_is_not_yaml_is_one_line(installed, tmp_path, flags):
     assert f"{tiny}, line 2 is not valid YAML" in line
     assert "reinstall tirun, or fix the file" in line
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_users_own_config_folder_composes_on_top_of_the_packaged_one(installed, tmp_path):
+    mine = tmp_path / "my_configs"
+    (mine / "model").mkdir(parents=True)
+    (mine / "model" / "mine.yaml").write_text(
+        "_target_: tirun.models.build_random\narch_dir: tiny-sd1\nseed: 7\nresolution: 32\n"
+        "prediction_type: epsilon\n"
+    )
+    for where in (("--config-dir", str(mine)), (f"hydra.searchpath=[file://{mine}]",)):
+        job = in_venv(installed, tmp_path, "tirun", *where, "model=mine", "--cfg", "job")
+        assert job.returncode == 0, job.stderr[-3000:]
+        assert "arch_dir: tiny-sd1\n  seed: 7\n" in job.stdout
+        line = _one_error_line(
+            in_venv(installed, tmp_path, "tirun", *where, "model=mine", "model.seed=abc")
+        )
+        assert line == "tirun: error: model.seed=abc is not an integer"
+        line = _one_error_line(in_venv(installed, tmp_path, "tirun", *where, "model=nope"))
+        assert "model=nope is not a choice; use one of mine, sd15," in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_configs"]

@@ -244,6 +244,7 @@ def composition_error(args: list[str]) -> str | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
+    args, folders = own_config_folders(args)
     for arg in (a for a in args if "=" in a and not a.startswith("-")):
         try:
             OverridesParser.create().parse_overrides([arg])
@@ -258,6 +259,9 @@ def composition_error(args: list[str]) -> str | None:
 
     # a user's folder (`hydra.searchpath=[...]`) composes here too; Hydra's other keys do not
     overrides = [a for a in args if not a.startswith("hydra") or a.startswith("hydra.searchpath")]
+    if folders and not any(a.startswith("hydra.searchpath") for a in overrides):
+        paths = ",".join(f"'file://{Path(folder).resolve()}'" for folder in folders)
+        overrides.append(f"hydra.searchpath=[{paths}]")
     try:
         cfg = config.compose(overrides)
     except Exception as error:
@@ -266,6 +270,21 @@ def composition_error(args: list[str]) -> str | None:
             raise
         return message
     return schema.problem(cfg) or choices.problem(cfg)
+
+
+def own_config_folders(args: list[str]) -> tuple[list[str], list[str]]:
+    """The command without its `--config-dir DIR` (`-cd DIR`, `--config-dir=DIR`) flags, and
+    those folders: a user's configs, composed on top of the packaged ones."""
+    rest, folders = [], []
+    words = iter(args)
+    for arg in words:
+        if arg in ("--config-dir", "-cd"):
+            folders.append(next(words, ""))
+        elif arg.startswith("--config-dir="):
+            folders.append(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+    return rest, folders
 
 
 def hydra_problem(error: BaseException, overrides: list[str]) -> str | None:
@@ -283,7 +302,10 @@ def hydra_problem(error: BaseException, overrides: list[str]) -> str | None:
         absent = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", message)
         if absent and (CONF / absent.group(1)).is_dir():
             group, name = absent.groups()
-            options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+            # the packaged options and those of a user's folders (`hydra.searchpath`)
+            searched = " ".join(a for a in overrides if a.startswith("hydra.searchpath"))
+            folders = [CONF, *map(Path, re.findall(r"file://([^',\]]+)", searched))]
+            options = sorted({p.stem for f in folders for p in (f / group).glob("*.yaml")})
             listed = f"{', '.join(options)} (tirun/conf/{group}/)"
             return f"{group}={name} is not a choice; use one of {listed}"
         unknown = re.search(r"Could not override '([^']+)'", message)
