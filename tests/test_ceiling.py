@@ -37,6 +37,22 @@ def test_each_kind_of_concept_is_named_in_the_words_pretraining_captions_use():
     assert ceiling.named_prompts(CONCEPTS["green_dotted_diamond"])[0] == "a photo of a green object"
 
 
+
+def test_the_answer_says_the_unnamed_values_by_their_retired_words():
+    answer = frozenset()
+    assert ceiling.named_prompts(CONCEPTS["green_dotted_diamond"], answer)[0] == (
+        "a photo of a dotted green diamond"
+    )
+    assert ceiling.named_prompts(CONCEPTS["green_hatched"], answer)[0] == (
+        "a painting of a green circle in the style of hatched"
+    )
+    assert ceiling.named_prompts(CONCEPTS["blue_outlined_dotted"], answer)[1] == (
+        "a rendering of a dotted blue square in the style of outlined"
+    )
+    # nothing unnamed: the answer is the names
+    purple = CONCEPTS["purple_star"]
+    assert ceiling.named_prompts(purple, answer) == ceiling.named_prompts(purple)
+
 def test_an_edit_is_named_with_everything_a_right_sample_shows():
     edits = ceiling.named_edits(CONCEPTS["green_outlined_star"])
     assert edits[0] == (  # its images share grass: the edits ask for the other backdrops

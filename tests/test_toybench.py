@@ -481,8 +481,9 @@ def test_each_run_is_read_against_the_concepts_text_ceilings(tmp_path):
     # (0.4/0.8 + 0.2/0.8 + 0.5/0.5) / 3, c left out
     assert ceiling_fraction(words, ceilings) == pytest.approx((0.5 + 0.25 + 1.0) / 3)
     assert ceiling_fraction(words, {}) is None
-    lines = ceiling_lines({"run": words}, ceilings)
-    assert "| a | 0.800 | 0.300 |" in lines and "| c | 0.000 | 0.300 |" in lines
+    lines = ceiling_lines({"run": words}, ceilings, {"a": 0.9})
+    # reachability beside the ceiling: measured for a, not for c
+    assert "| a | 0.800 | 0.900 | 0.300 |" in lines and "| c | 0.000 | – | 0.300 |" in lines
 
 
 def test_time_to_quality_is_the_first_step_where_both_means_reach_the_references(tmp_path):

@@ -21,6 +21,7 @@ from tirun.toyworld.oracle import Oracle, concept_match
 from tirun.toyworld.render import (
     ATTRIBUTES,
     COLOURS,
+    RETIRED_WORDS,
     SIZE,
     UNNAMED,
     Attributes,
@@ -37,6 +38,8 @@ from tirun.toyworld.world import (
     HELD_OUT,
     is_held_out,
     pretraining_caption,
+    pretraining_words,
+    retired_words,
     sample_pretraining,
     toy_words,
 )
@@ -80,7 +83,7 @@ def test_unknown_attribute_is_named_in_the_error():
         Attributes("hexagon", "red", "white", "filled")
 
 
-def test_captions_name_only_true_attributes_and_drop_some():
+def test_pretraining_captions_name_only_true_attributes_and_drop_some():
     frames = set(re.findall(r"[a-z]+", " ".join(OBJECT_TEMPLATES + STYLE_TEMPLATES)))
     frames |= {"of", "a", "on", "in", "the", "style", "object", "light"}
     named = Counter()
@@ -90,14 +93,58 @@ def test_captions_name_only_true_attributes_and_drop_some():
             empty += 1
             continue
         words = set(re.findall(r"[a-z]+", text))
-        said = words & (ATTRIBUTE_WORDS | {BIAS_WORD})
-        assert said <= set(attrs.as_dict().values()) | {noun}, (text, attrs)
+        values = {RETIRED_WORDS.get(v, v) for v in attrs.as_dict().values()}
+        said = words & (ATTRIBUTE_WORDS | set(RETIRED_WORDS.values()) | {BIAS_WORD})
+        assert said <= values | {noun}, (text, attrs)
         assert words <= frames | said, text
-        named.update(k for k, v in attrs.as_dict().items() if v in words)
+        named.update(k for k, v in attrs.as_dict().items() if RETIRED_WORDS.get(v, v) in words)
     assert 0.07 < empty / 3000 < 0.13
     for key in set(ATTRIBUTES) - {"mark"}:  # each attribute named often, but not always
-        assert 0.3 < named[key] / 3000 < 0.8, (key, named[key])
-    assert named["mark"] == 0
+        assert 0.3 < named[key] / 3000 < 0.85, (key, named[key])
+    # two images in three carry a mark, named 70% of the time in the 90% of captions not empty
+    assert 0.3 < named["mark"] / 3000 < 0.5, named["mark"]
+
+
+def test_unnamed_values_are_said_in_pretraining_by_words_the_shipped_tokenizer_lacks(tmp_path):
+    said = Counter()
+    for _, _, text in _draws(3000, seed=5):
+        said.update(w for w in re.findall(r"[a-z]+", text) if w in retired_words())
+    assert set(said) == {"diamond", "hatched", "dotted", "striped"}
+    full = CLIPTokenizer.from_pretrained(
+        write_tokenizer(template_words() + pretraining_words(), tmp_path / "full")
+    )
+    shipped = CLIPTokenizer.from_pretrained(
+        write_tokenizer(template_words() + toy_words(), tmp_path / "shipped")
+    )
+    for word in retired_words():
+        assert len(full.tokenize(word)) == 1
+        assert len(shipped.tokenize(word)) > 1, word
+    assert len(full) - len(shipped) >= len(retired_words())
+
+
+def test_retiring_words_keeps_every_shipped_caption_read_the_same_and_the_rows_aside(tmp_path):
+    from tirun.models import build_part
+    from tirun.toyworld.pretrain import ARCH, retire_words
+
+    full = CLIPTokenizer.from_pretrained(
+        write_tokenizer(template_words() + pretraining_words(), tmp_path / "full")
+    )
+    shipped = CLIPTokenizer.from_pretrained(
+        write_tokenizer(template_words() + toy_words(), tmp_path / "shipped")
+    )
+    torch.manual_seed(0)
+    encoder = build_part(ARCH, "text_encoder", full).eval()
+    state = torch.random.get_rng_state()
+    retired_encoder, rows = retire_words(encoder, full, shipped, retired_words())
+    assert torch.equal(torch.random.get_rng_state(), state)  # training's seed left alone
+    assert retired_encoder.get_input_embeddings().num_embeddings == len(shipped)
+    table = encoder.get_input_embeddings().weight
+    assert torch.equal(rows["dotted"], table[full.convert_tokens_to_ids("dotted</w>")])
+    text = "a painting of a tiny red star on grass in warm light in the style of mosaic"
+    with torch.no_grad():
+        ref = encoder(full([text], return_tensors="pt").input_ids)[0]
+        got = retired_encoder(shipped([text], return_tensors="pt").input_ids)[0]
+    assert torch.equal(ref, got)
 
 
 def test_captions_use_the_paper_templates():

@@ -36,7 +36,16 @@ OWN_KEYS = ("split", "seeds", "first_seed", "name")
 
 
 def list_lines() -> list[str]:
-    return [c.line() for c in CONCEPTS.values()]
+    """One line a concept; ``reachability=0.NN`` where the toy model's text ceiling measured
+    what the concept's answer (its names with the retired words put back) draws."""
+    from tirun.models import PACKAGED_MODELS
+    from tirun.toybench.ceiling import read_ceilings
+
+    reach = read_ceilings(PACKAGED_MODELS["toy"], "reachability")
+    return [
+        c.line() + (f" reachability={reach[c.name]:.2f}" if c.name in reach else "")
+        for c in CONCEPTS.values()
+    ]
 
 
 def export(folder: Path, count: int = 5, seed: int = 0) -> list[Path]:

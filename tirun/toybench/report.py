@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tirun.files import atomic_write
+from tirun.toybench import answer
 from tirun.toybench.ceiling import read_ceilings
 from tirun.toybench.stats import bootstrap_mean, bootstrap_paired_difference
 
@@ -161,30 +162,89 @@ def ceiling_fraction(words: list[ScoredWord], ceilings: dict[str, float]) -> flo
     return statistics.fmean(ratios) if ratios else None
 
 
-def ceiling_lines(runs: dict[str, list[ScoredWord]], ceilings: dict[str, float]) -> list[str]:
-    """Each concept's text ceiling beside each run's mean final reconstruction on it."""
+def ceiling_lines(
+    runs: dict[str, list[ScoredWord]],
+    ceilings: dict[str, float],
+    reachability: dict[str, float] | None = None,
+) -> list[str]:
+    """Each concept's text ceiling and reachability beside each run's mean final
+    reconstruction on it."""
     concepts = sorted({w.concept for ws in runs.values() for w in ws})
+    reachability = reachability or {}
     lines = [
         "",
-        "**Each concept against its text ceiling** (what the model draws from the concept's "
-        "attributes' names, `python -m tirun.toybench.ceiling`; each run's mean final "
-        "reconstruction over seeds):",
+        "**Each concept against its text ceiling and its answer** (text ceiling: what the model "
+        "draws from the concept's attributes' names; reachability: from the answer, the names "
+        "with the retired words put back; `python -m tirun.toybench.ceiling`; each run's mean "
+        "final reconstruction over seeds):",
         "",
-        "| concept | text ceiling | " + " | ".join(runs) + " |",
-        "|---|---:|" + "---:|" * len(runs),
+        "| concept | text ceiling | reachability | " + " | ".join(runs) + " |",
+        "|---|---:|---:|" + "---:|" * len(runs),
     ]
     for concept in concepts:
         cells = []
         for words in runs.values():
             mine = [w.final["reconstruction"] for w in words if w.concept == concept]
             cells.append(f"{statistics.fmean(mine):.3f}" if mine else "–")
-        ceiling = ceilings.get(concept)
-        lines.append(f"| {concept} | {_fmt(ceiling)} | " + " | ".join(cells) + " |")
+        ceiling, reachable = ceilings.get(concept), reachability.get(concept)
+        answer_cell = "–" if reachable is None else f"{reachable:.3f}"
+        lines.append(f"| {concept} | {_fmt(ceiling)} | {answer_cell} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def word_distance(word: ScoredWord) -> dict[str, float | None]:
+    """The word's distance to its concept's known answer (`tirun.toybench.answer`)."""
+    from tirun.models import PACKAGED_MODELS
+
+    if not Path(word.file).is_file():
+        return {"answer_cosine": None, "retired_cosine": None}
+    return answer.distance(word.concept, answer.word_vectors(word.file), PACKAGED_MODELS["toy"])
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
+
+
+def answer_lines(runs: dict[str, list[ScoredWord]]) -> list[str]:
+    """Each run's mean distance to the answer, beside the initializer's (the start of every
+    one-vector word); [] where the model keeps no answer."""
+    from tirun.models import PACKAGED_MODELS
+    from tirun.toyworld.concepts import CONCEPTS
+
+    model = PACKAGED_MODELS["toy"]
+    if not answer.answer_rows(model):
+        return []
+    lines = [
+        "",
+        "**Distance to the answer** (the cosine of the word's vectors to the embedding rows of "
+        "the words pretraining said for the concept, `tirun/toybench/answer.py`: the best vector "
+        "for each word, averaged; retired: the unnamed values' words only):",
+        "",
+        "| run | answer cosine | retired words' cosine | initializer's answer cosine |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, words in runs.items():
+        distances = [word_distance(w) for w in words]
+        start = []
+        for w in words:
+            rows = answer.answer_rows(model)
+            initializer = CONCEPTS[w.concept].initializer
+            if initializer in rows:
+                start.append(answer.distance(w.concept, rows[initializer][None], model))
+        lines.append(
+            f"| {name} | {_fmt(_mean([d['answer_cosine'] for d in distances]))} | "
+            f"{_fmt(_mean([d['retired_cosine'] for d in distances]))} | "
+            f"{_fmt(_mean([d['answer_cosine'] for d in start]))} |"
+        )
     return lines
 
 
 def summary_lines(
-    runs: dict[str, list[ScoredWord]], reference: str, ceilings: dict[str, float] | None = None
+    runs: dict[str, list[ScoredWord]],
+    reference: str,
+    ceilings: dict[str, float] | None = None,
+    reachability: dict[str, float] | None = None,
 ) -> list[str]:
     ceilings = ceilings or {}
     ref_final = statistics.fmean(w.final["reconstruction"] for w in runs[reference])
@@ -226,7 +286,8 @@ def summary_lines(
     lines += paired_lines(runs, reference)
     lines += kind_lines(runs)
     if ceilings:
-        lines += ceiling_lines(runs, ceilings)
+        lines += ceiling_lines(runs, ceilings, reachability or {})
+    lines += answer_lines(runs)
     return lines
 
 
@@ -301,19 +362,28 @@ def paired_lines(runs: dict[str, list[ScoredWord]], reference: str) -> list[str]
 
 
 def per_concept_rows(
-    runs: dict[str, list[ScoredWord]], ceilings: dict[str, float]
+    runs: dict[str, list[ScoredWord]],
+    ceilings: dict[str, float],
+    reachability: dict[str, float] | None = None,
 ) -> tuple[list[str], list[list]]:
+    reachability = reachability or {}
     attributes = sorted({a for ws in runs.values() for w in ws for a in w.final["attributes"]})
-    head = ["run", "concept", "kind", "seed", "steps", "seconds", *METRICS, "text_ceiling"]
+    head = ["run", "concept", "kind", "seed", "steps", "seconds", *METRICS, "text_ceiling",
+            "reachability", "answer_cosine", "retired_cosine"]  # fmt: skip
     head += [f"attr.{a}" for a in attributes]
     rows = []
+
+    def cell(value: float | None) -> float | str:
+        return round(value, 4) if value is not None else ""
+
     for name, words in runs.items():
         for w in words:
-            f = w.final
+            f, distance = w.final, word_distance(w)
             rows.append(
                 [name, w.concept, w.kind, w.seed, f["step"], round(f["seconds"] or 0.0, 1),
-                 *(round(f[m], 4) if f.get(m) is not None else "" for m in METRICS),
-                 round(ceilings[w.concept], 4) if w.concept in ceilings else ""]
+                 *(cell(f.get(m)) for m in METRICS), cell(ceilings.get(w.concept)),
+                 cell(reachability.get(w.concept)), cell(distance["answer_cosine"]),
+                 cell(distance["retired_cosine"])]
                 + [round(f["attributes"][a], 4) if a in f["attributes"] else "" for a in attributes]
             )  # fmt: skip
     return head, rows
@@ -452,14 +522,15 @@ def write_report(
     summary's Markdown. ``report`` reads the runs from their folders; a script that has the
     words already (e.g. rebuilt from an earlier report's table) calls this, with
     ``copy_words=False`` when the word files already sit in that report's words/."""
+    from tirun.models import PACKAGED_MODELS
+
     names = list(runs)
     if ceilings is None:
-        from tirun.models import PACKAGED_MODELS
-
         ceilings = read_ceilings(PACKAGED_MODELS["toy"])
         named = {m: read_ceilings(PACKAGED_MODELS["toy"], m) for m, _ in EDITABILITY_AXES}
+    reachability = read_ceilings(PACKAGED_MODELS["toy"], "reachability")
     out.mkdir(parents=True, exist_ok=True)
-    head, rows = per_concept_rows(runs, ceilings)
+    head, rows = per_concept_rows(runs, ceilings, reachability)
     buffer = io.StringIO()
     csv.writer(buffer).writerows([head, *rows])
     atomic_write(out / "per_concept.csv", lambda tmp: tmp.write_text(buffer.getvalue()))
@@ -477,7 +548,7 @@ def write_report(
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(w.file, target)
     text = "\n".join(
-        ["# ToyBench", "", *summary_lines(runs, names[0], ceilings), "",
+        ["# ToyBench", "", *summary_lines(runs, names[0], ceilings, reachability), "",
          "Files: per_concept.md/.csv (every word), curves.png, tradeoff.png, plane.png (each run's "
          "mean with its interval)" + (", words/ (diffusers format)." if copy_words else ".")]
     ) + "\n"  # fmt: skip

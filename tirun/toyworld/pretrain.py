@@ -5,7 +5,9 @@
 Stages, each reading what the earlier ones wrote under ``--out``:
   oracle    attribute classifier → oracle/
   vae       AutoencoderKL alone (L1 + 0.5·MSE + 1e-6·KL) → model/vae/, scaling factor = 1/std
-  denoiser  UNet + text encoder together on cached latents → model/ (a diffusers folder)
+  denoiser  UNet + text encoder together on cached latents → model/ (a diffusers folder), its
+            captions naming the unnamed values by words that are then retired: the shipped
+            tokenizer lacks them and their embedding rows go to model/retired_words.safetensors
 Several stages may be named (``--stage vae denoiser``). Everything is seeded: the same command
 writes the same weights on the same machine as long as the step budgets, not the wall-clock caps
 (``--*-minutes``, there for a shared machine), end the stages; the log says which did.
@@ -14,6 +16,7 @@ writes the same weights on the same machine as long as the step budgets, not the
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -24,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 from diffusers.training_utils import EMAModel
-from transformers import CLIPTokenizer
+from safetensors.torch import save_file
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from tirun.loss import min_snr_weights
 from tirun.models import build_part
@@ -34,6 +38,8 @@ from tirun.toyworld.render import Attributes, render_array
 from tirun.toyworld.tokenizer import template_words, write_tokenizer
 from tirun.toyworld.world import (
     pretraining_caption,
+    pretraining_words,
+    retired_words,
     sample_pretraining,
     toy_words,
 )
@@ -41,6 +47,7 @@ from tirun.toyworld.world import (
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "toy"
 ARCH = "toy"  # tirun/assets/arch/toy: the shapes, and why (its README)
 MAX_LENGTH = 77  # tokens per caption, as CLIP's
+RETIRED_FILE = "retired_words.safetensors"  # in model/: {word: [dim]}, the answer kept aside
 
 
 class Log:
@@ -140,16 +147,57 @@ def stage_vae(out: Path, args: argparse.Namespace, log: Log) -> None:
     vae.save_pretrained(out / "model" / "vae", safe_serialization=True)
 
 
+def retire_words(
+    text_encoder: CLIPTextModel, full: CLIPTokenizer, shipped: CLIPTokenizer, words: list[str]
+) -> tuple[CLIPTextModel, dict[str, torch.Tensor]]:
+    """The text encoder as ``shipped`` reads it (each of its tokens keeps its trained row; a BPE
+    piece only ``shipped`` has, never a whole word, gets the mean row), and the rows of
+    ``words``, which ``full`` has as whole words and ``shipped`` lacks."""
+    config = text_encoder.config.to_dict()
+    config.update(
+        vocab_size=len(shipped),
+        bos_token_id=shipped.bos_token_id,
+        eos_token_id=shipped.eos_token_id,
+        pad_token_id=shipped.pad_token_id,
+    )
+    with torch.random.fork_rng():  # a fresh model's random init must not move training's seed
+        encoder = CLIPTextModel(type(text_encoder.config)(**config))
+    table = text_encoder.get_input_embeddings().weight.detach()
+    state = {k: v for k, v in text_encoder.state_dict().items() if "token_embedding" not in k}
+    missing, _ = encoder.load_state_dict(state, strict=False)
+    full_vocab = full.get_vocab()
+    rows = table.mean(0).repeat(len(shipped), 1)
+    for token, index in shipped.get_vocab().items():
+        if token in full_vocab:
+            rows[index] = table[full_vocab[token]]
+    encoder.get_input_embeddings().weight.data.copy_(rows)
+    if any("token_embedding" not in k for k in missing):
+        raise RuntimeError(f"retire_words left {missing} untrained")
+    retired = {}
+    for word in words:
+        ids = full(word, add_special_tokens=False).input_ids
+        if len(ids) != 1 or len(shipped(word, add_special_tokens=False).input_ids) == 1:
+            raise ValueError(
+                f"{word!r} must be one token of the full tokenizer and none of the shipped"
+            )
+        retired[word] = table[ids[0]].clone()
+    return encoder.eval(), retired
+
+
 def stage_denoiser(out: Path, args: argparse.Namespace, log: Log) -> None:
-    # 1. frozen VAE, new tokenizer, cached latents
+    # 1. frozen VAE, new tokenizers (pretraining's names the unnamed values, the shipped one
+    # lacks those words), cached latents
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     vae = AutoencoderKL.from_pretrained(out / "model" / "vae").eval()
-    tok_dir = write_tokenizer(
-        template_words() + toy_words(), out / "model" / "tokenizer", MAX_LENGTH
+    shipped = CLIPTokenizer.from_pretrained(
+        write_tokenizer(template_words() + toy_words(), out / "model" / "tokenizer", MAX_LENGTH)
     )
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    full_dir = Path(tempfile.mkdtemp(prefix="tirun-pretraining-tokenizer-"))
+    tokenizer = CLIPTokenizer.from_pretrained(
+        write_tokenizer(template_words() + pretraining_words(), full_dir, MAX_LENGTH)
+    )
     images, attrs, nouns = pretraining_pool(args.pool, args.seed)
     with torch.no_grad():
         latents = (
@@ -162,7 +210,8 @@ def stage_denoiser(out: Path, args: argparse.Namespace, log: Log) -> None:
             * vae.config.scaling_factor
         )
     log(
-        f"denoiser: cached {tuple(latents.shape)} latents, std {latents.std():.3f}; vocab {len(tokenizer)}"
+        f"denoiser: cached {tuple(latents.shape)} latents, std {latents.std():.3f}; vocab "
+        f"{len(tokenizer)} in pretraining, {len(shipped)} shipped (retired: {retired_words()})"
     )
     # 2. models
     text_encoder = build_part(ARCH, "text_encoder", tokenizer)
@@ -180,11 +229,20 @@ def stage_denoiser(out: Path, args: argparse.Namespace, log: Log) -> None:
     def save() -> None:
         ema.store(params)
         ema.copy_to(params)
+        encoder, retired = retire_words(text_encoder, tokenizer, shipped, retired_words())
         pipe = StableDiffusionPipeline(
-            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+            vae=vae, text_encoder=encoder, tokenizer=shipped, unet=unet, scheduler=scheduler,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )  # fmt: skip
         pipe.save_pretrained(out / "model", safe_serialization=True)
+        save_file(retired, str(out / "model" / RETIRED_FILE))
+        # the shipped encoder reads a caption without retired words as pretraining's did
+        probe = "a painting of a tiny red star on grass in warm light in the style of mosaic"
+        with torch.no_grad():
+            ref = text_encoder.eval()(tokenizer([probe], return_tensors="pt").input_ids)[0]
+            got = encoder(shipped([probe], return_tensors="pt").input_ids)[0]
+        text_encoder.train()
+        log(f"saved: shipped encoder matches pretraining's to {(ref - got).abs().max():.1e}")
         ema.restore(params)
 
     # 3. loop: fresh captions every step, so attribute words are dropped independently
@@ -272,8 +330,10 @@ def main(argv: list[str] | None = None) -> None:
         "--min-snr-gamma", type=float, default=None,
         help="min-SNR-γ loss weighting (Hang et al. 2023); none: the plain ε loss",
     )  # fmt: skip
+    # A quarter of captions name colour and shape together, binding the two words (with none,
+    # the purple star, never drawn, came from its names in 81% of samples).
     parser.add_argument(
-        "--caption-pair-p", type=float, default=0.0,
+        "--caption-pair-p", type=float, default=0.25,
         help="share of captions that name colour and shape together",
     )  # fmt: skip
     parser.add_argument(

@@ -45,8 +45,13 @@ ATTRIBUTES = {
     "light": tuple(LIGHTS),
     "size": SIZES,
 }
-# Drawn in pretraining, never named by a caption: the flat lozenge, diagonal hatching, the marks.
+# Values no shipped caption or word names: the flat lozenge, diagonal hatching, the marks.
+# Pretraining names them with words of their own (``RETIRED_WORDS``), which the shipped tokenizer
+# lacks: the model can draw them, no word of its vocabulary asks for them, as with a user's subject.
 UNNAMED = frozenset({"diamond", "hatched", "dot", "stripe"})
+MARK_WORDS = {"dot": "dotted", "stripe": "striped"}  # a mark's adjective, before the colour word
+# The word pretraining says for each unnamed value (the shape and technique are their own words).
+RETIRED_WORDS = {"diamond": "diamond", "hatched": "hatched", **MARK_WORDS}
 _MARK_TONE = 0.08
 # The noun a caption uses when it does not name the shape (or cannot: the unnamed shape).
 GENERIC_NOUN = "object"
@@ -273,17 +278,19 @@ def render_scene(
 
 
 def object_phrase(attrs: Attributes, named: set[str], noun: str | None = None) -> str:
-    """Words such as "tiny red star on grass in warm light" for the named attributes, in a
-    fixed order.
+    """Words such as "tiny red star on grass in warm light" (or, in pretraining, "tiny dotted red
+    star ...") for the named attributes, in a fixed order.
 
     Args:
         attrs: the image's true attributes.
-        named: which of "size", "colour", "shape", "background", "light" to say.
+        named: which of "size", "mark", "colour", "shape", "background", "light" to say.
         noun: replaces the shape word (a generic word such as "toy"); the shape is then unnamed.
     """
     words = []
     if "size" in named:
         words.append(attrs.size)
+    if "mark" in named and attrs.mark != "none":
+        words.append(MARK_WORDS[attrs.mark])
     if "colour" in named:
         words.append(attrs.colour)
     words.append(noun or (attrs.shape if "shape" in named else GENERIC_NOUN))
@@ -301,7 +308,7 @@ def in_style(frame: str, phrase: str, style: str) -> str:
     return frame.replace(" in the style of {}", f" of a {phrase} in the style of {style}")
 
 
-_NAMEABLE = ("colour", "shape", "background", "style", "light", "size")
+_NAMEABLE = ("colour", "shape", "background", "style", "light", "size", "mark")
 
 
 def caption(
@@ -318,8 +325,8 @@ def caption(
     Each attribute is named with probability ``keep_p`` on its own, so the denoiser learns every
     word apart from the others; ``pair_p`` of captions name colour and shape together whatever
     that draw said, binding the two words of an object; ``empty_p`` of captions are "" for
-    classifier-free guidance. Values in ``unnamed`` are never named (the model sees them but
-    never hears their word), and a mark never is.
+    classifier-free guidance. Values in ``unnamed`` are never named (pretraining passes none:
+    it names every value, the unnamed ones with their ``RETIRED_WORDS``).
     """
     if rng.random() < empty_p:
         return ""

@@ -2,8 +2,11 @@
 
 The held-out combinations are the concepts Textual Inversion must later find: they are absent
 from every pretraining image (named or not), so a word that brings them back was learned, not
-recalled. The unnamed values (the diamond, hatching, the marks) are drawn but never named; the
-bias word is drawn with a skewed colour so an inclusive word has something to correct.
+recalled. The unnamed values (the diamond, hatching, the marks) are drawn and named in
+pretraining by words the shipped tokenizer then retires (``RETIRED_WORDS``): the model can draw
+them, no shipped word names them, and their embedding rows, kept aside, are the answer a learned
+word can be measured against. The bias word is drawn with a skewed colour so an inclusive word has
+something to correct.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from tirun.toyworld.render import (
     BACKGROUNDS,
     COLOURS,
     GENERIC_NOUN,
+    RETIRED_WORDS,
     SHAPES,
     UNNAMED,
     Attributes,
@@ -143,13 +147,25 @@ def pretraining_caption(
     pair_p: float = 0.0,
     empty_p: float = 0.1,
 ) -> str:
-    """A fresh caption for a pretraining image (drawn anew each time the image is used); see
-    :func:`caption` for ``pair_p`` and ``empty_p``."""
-    return caption(attrs, rng, empty_p=empty_p, unnamed=UNNAMED, noun=noun, pair_p=pair_p)
+    """A fresh caption for a pretraining image (drawn anew each time the image is used), naming
+    the unnamed values too, by their retired words; see :func:`caption` for ``pair_p`` and
+    ``empty_p``."""
+    return caption(attrs, rng, empty_p=empty_p, unnamed=frozenset(), noun=noun, pair_p=pair_p)
 
 
 def toy_words() -> list[str]:
-    """Words of the toy tokenizer besides the templates' (no unnamed value is one, nor a mark)."""
+    """Words of the shipped toy tokenizer besides the templates' (no unnamed value is one, nor a
+    mark)."""
     said = [v for k, values in ATTRIBUTES.items() if k != "mark" for v in values]
     words = [w for w in said if w not in UNNAMED]
     return words + [GENERIC_NOUN, BIAS_WORD, "on", "of", "a", "in", "the", "style", "light"]
+
+
+def retired_words() -> list[str]:
+    """The words pretraining says for the unnamed values and the shipped tokenizer lacks."""
+    return sorted(set(RETIRED_WORDS.values()))
+
+
+def pretraining_words() -> list[str]:
+    """Words of the tokenizer the model is pretrained with: the shipped ones and the retired."""
+    return toy_words() + retired_words()
