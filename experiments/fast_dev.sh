@@ -67,6 +67,9 @@ declare -A RUNS=(
   # same word sooner (a word done before step 400) or takes more of the images and their context
   [v4-dev-one-curve]="application.every=50 application.initializer=false"
   [v4-dev-lr2e-2-curve]="optimizer.lr=2e-2 application.every=50 application.initializer=false"
+  # toy model v5's difficulty, set on dev before its figure: does the one-vector paper recipe's
+  # reconstruction still rise between steps 200 and 400 on half the dev concepts?
+  [v5-dev-one-curve]="application.every=50 application.initializer=false"
   # v4-dev-r-*: the presets' recipe chosen again on toy model v4, each against v4-dev-one (the
   # paper recipe at its step 400; 6 400 image-steps, of which batch 4's 300 steps are 19%),
   # scored every 50 steps, with the fixed-batch loss recorded for DVAR's re-check; the levers
@@ -92,7 +95,7 @@ ORDER=(dev-paper dev-cross dev-cross-lr1e-2 dev-lr2e-2 dev-b4-lr2e-2 dev-b4-lr1e
        dev-paper-validated)
 for name in "${@:-${ORDER[@]}}"; do
   [[ -v RUNS[$name] ]] || { echo "fast_dev.sh: error: no run named $name" >&2; exit 2; }
-  if [[ $name == v[34]-* ]]; then extra=("${PAIRS[@]}"); else extra=("${RECORD[@]}"); fi
+  if [[ $name == v[345]-* ]]; then extra=("${PAIRS[@]}"); else extra=("${RECORD[@]}"); fi
   # shellcheck disable=SC2086
   "$PY" -m tirun.toybench --record split=dev seeds=1 name="$name" "${extra[@]}" ${RUNS[$name]}
 done

@@ -630,3 +630,19 @@ def test_a_verdict_counts_the_intervals_on_the_paper_s_side_of_zero():
     no_better = (0, 0)  # per-image tokens: no better than one vector on either axis
     assert verdict(no_better, [(0.0, -0.1, 0.1), (-0.2, -0.3, -0.1)]) == "yes"
     assert verdict(no_better, [(0.2, 0.1, 0.3), (0.0, -0.1, 0.1)]) == "half"
+
+
+def test_dev_curves_count_the_words_still_rising_late(tmp_path):
+    from experiments.dev_curves import curve_lines
+    from tirun.toybench.report import ScoredWord
+
+    def word(concept: str, values: tuple[float, float, float]) -> ScoredWord:
+        curve = [
+            {"step": s, "reconstruction": v} for s, v in zip((100, 200, 400), values, strict=True)
+        ]
+        return ScoredWord("run", concept, "object", 0, curve, {}, tmp_path, tmp_path)
+
+    lines = curve_lines([word("a", (0.1, 0.2, 0.3)), word("b", (0.1, 0.3, 0.3))], [100, 200, 400])
+    assert lines[2] == "| a | 0 | 0.100 | 0.200 | 0.300 | yes |"
+    assert lines[3] == "| b | 0 | 0.100 | 0.300 | 0.300 | no |"
+    assert lines[-1] == "Still rising between steps 200 and 400: 1 of 2."
