@@ -36,10 +36,10 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from tirun.choices import CHOICES, SCHEDULERS
+from tirun.packaged import ASSETS, PACKAGED_MODELS
 
-ASSETS = Path(__file__).parent / "assets"
 TOKENIZER_DIR = ASSETS / "tokenizer"
-PACKAGED_MODELS = {"toy": ASSETS / "toy" / "model"}
+
 log = logging.getLogger(__name__)
 ATTENTION = CHOICES["train.attention"]
 

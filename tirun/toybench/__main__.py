@@ -38,7 +38,7 @@ OWN_KEYS = ("split", "seeds", "first_seed", "name")
 def list_lines() -> list[str]:
     """One line a concept; ``reachability=0.NN`` where the toy model's text ceiling measured
     what the concept's answer (its names with the retired words put back) draws."""
-    from tirun.models import PACKAGED_MODELS
+    from tirun.packaged import PACKAGED_MODELS
     from tirun.toybench.ceiling import read_ceilings
 
     reach = read_ceilings(PACKAGED_MODELS["toy"], "reachability")
