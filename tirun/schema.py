@@ -250,26 +250,14 @@ class VariationConfig(ApplicationConfig):
 
 
 @dataclass
-class PromptWithAttributes:
-    prompt: str
-    adds: dict[str, str]
-
-
-@dataclass
 class SynthesisConfig(ApplicationConfig):
-    prompts: list[PromptWithAttributes]
-
-
-@dataclass
-class SubjectWithAttributes:
-    subject: str
-    adds: dict[str, str]
+    prompts: list[Any]  # a sentence or {prompt, adds} (no union type): `with_adds` checks each
 
 
 @dataclass
 class StyleConfig(ApplicationConfig):
     template: str
-    subjects: list[SubjectWithAttributes]
+    subjects: list[Any]  # a subject or {subject, adds} (no union type): `with_adds` checks each
 
 
 @dataclass
@@ -406,7 +394,7 @@ def describe(hint) -> str:
 
 
 def _plural(hint) -> str:
-    words = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
+    words = {int: "integers", float: "numbers", bool: "booleans", str: "strings", Any: "entries"}
     return words.get(hint, describe(hint) + " entries")
 
 
@@ -472,17 +460,11 @@ def typed_keys(cfg: DictConfig) -> dict[str, Any]:
     return keys
 
 
-def _fits(typed: DictConfig, name: str, value, hint) -> bool:
-    """Whether ``value`` converts to the type of ``typed``'s field ``name``: an assignment, or a
-    merge where entries are dataclasses (only a merge makes those of plain mappings)."""
+def _fits(typed: DictConfig, name: str, value) -> bool:
+    """Whether ``value`` converts to the type of ``typed``'s field ``name`` (OmegaConf's rules:
+    `"5"` is an integer, `"yes"` true, `"abc"` neither)."""
     try:
         typed[name] = value
-        return True
-    except OmegaConfBaseException:
-        if not any(map(dataclasses.is_dataclass, typing.get_args(hint))):
-            return False
-    try:
-        OmegaConf.merge(typed, {name: value})
         return True
     except OmegaConfBaseException:
         return False
@@ -500,7 +482,7 @@ def _node_problem(cfg: DictConfig, prefix: str, schema: type, nodes: dict[str, t
         value = _value(cfg, key)
         if value is _ABSENT:
             continue
-        if not _fits(typed, name, value, hints[name]):
+        if not _fits(typed, name, value):
             return f"{key}={_shown(value)} is not {describe(hints[name])}"
     if "_target_" not in names:  # a function's node: keys it does not take are its own error
         for extra in (k for k in node if k not in names and (prefix or k not in GROUPS)):
