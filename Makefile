@@ -46,6 +46,8 @@ lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The report goes to outputs/bench/bench.md; `$(PY) -m experiments.bench --record` rewrites the
+# committed experiments/results/bench.md.
 bench:
 	HF_HUB_OFFLINE=1 $(PY) -m experiments.bench
 

@@ -15,7 +15,7 @@ from experiments.bench.cases import Case, Plan
 from experiments.bench.models import load_components, write_images
 from experiments.bench.report import CaseResult, VariantResult, missed, report, summary_line
 from experiments.bench.steps import Stopwatch
-from experiments.bench.variants import Common, Floor, NewVectorEmbedding
+from experiments.bench.variants import Floor, NewVectorEmbedding, common_loop
 from experiments.bench.workers import TrainerSession
 
 CASE = Case("tiny-sd1", "cpu", resolution=32, batch=2)
@@ -27,9 +27,9 @@ def images(tmp_path: Path) -> Path:
 
 
 def test_common_trains_the_new_row_and_restores_every_other_bit_for_bit(images: Path):
-    common = Common(load_components("tiny-sd1", 32), CASE, images)
+    common = common_loop(load_components("tiny-sd1", 32), CASE, images)
     table = common.text_encoder.get_input_embeddings().weight
-    new_id = common.placeholder_ids[0]
+    new_id = common.new_id
     assert new_id == table.shape[0] - 1, "the placeholder is a new row at the end of the table"
     start = table[new_id].detach().clone()
 
@@ -133,3 +133,16 @@ def test_trainer_session_steps_tirun_one_iteration_at_a_time(images: Path, tmp_p
     assert "aten::" in profiled["table"]
     assert result["metrics"]["steps"] == 3
     assert result["metrics"]["optimizer_state_bytes"] < 10_000
+
+
+def test_a_phases_step_of_the_trainer_says_where_its_time_goes(images: Path, tmp_path: Path):
+    channel = ScriptedChannel([{"op": "phases"}, {"op": "finish"}])
+    session = TrainerSession("tirun", CASE, images, Plan(), channel)
+
+    session.setup(steps=2, out_dir=str(tmp_path / "run"))
+
+    phases = channel.answers[1]["phases"]
+    assert set(phases) == {"data", "text_encoder", "unet", "optimizer", "other"}
+    assert all(phases[name] > 0 for name in ("text_encoder", "unet", "optimizer"))
+    # the phases tile the step: their sum is the step's interval
+    assert sum(phases.values()) == pytest.approx(channel.answers[1]["s"], rel=0.05)

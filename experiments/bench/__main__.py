@@ -18,6 +18,9 @@ variant alike.
     python -m experiments.bench                 # CPU: sd15 (and toy when present), 256 px
     python -m experiments.bench --quick         # a short smoke run (small images, few steps)
     python -m experiments.bench --device cuda   # 512 px, batch 1/4, fp16/bf16, sdpa/xformers
+
+The report goes to outputs/bench/ in the current folder; `--record` rewrites the committed
+experiments/results/bench.md (bench_quick.md with --quick) instead.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ def bench_case(case: Case, plan: Plan, work: Path, log: Callable[[str], None]) -
             for name in (["tirun"] if trainer_available(results["tirun"], log) else [])
             + ["common", "floor"]
         ]
-        trainer_steps = plan.warmup + plan.timed + (1 if plan.profile else 0)
+        trainer_steps = plan.warmup + plan.timed + (1 if plan.profile else 0) + plan.phase_steps
         # 1. build one at a time, so no time to first step pays for another's build
         for worker in workers:
             args = {}
@@ -102,12 +105,13 @@ def bench_case(case: Case, plan: Plan, work: Path, log: Callable[[str], None]) -
         record_times(results, alternate(workers, plan.timed))
         for name, result in results.items():
             log(f"  {name}: {fmt(result.step_s, 3)} s/step, {fmt(result.step_cpu_s, 3)} CPU s/step")
-        # 3. one profiled step each; the trainer then finishes and reports its own figures
+        # 3. one profiled step each, then where the time goes; the trainer then finishes and
+        #    reports its own figures
         tables = {w.variant: w.call("profile")["table"] for w in workers} if plan.profile else {}
+        record_phases(results, alternate(workers, plan.phase_steps, op="phases"))
         if workers[0].variant == "tirun":
             finish_trainer(workers.pop(0), results["tirun"])
-        # 4. where the time goes, then memory (before sampling can raise the high-water mark)
-        record_phases(results, alternate(workers, plan.phase_steps, op="phases"))
+        # 4. memory (before sampling can raise the high-water mark)
         for worker in workers:
             record_stats(worker.call("stats"), results[worker.variant], outcome)
         # 5. the validation grid: tirun's sampler against one plain pipeline call
@@ -214,6 +218,11 @@ def main(argv: list[str] | None = None) -> None:
         "--models", default="sd15,toy", help="comma-separated: sd15, toy, or an arch folder"
     )
     parser.add_argument("--out", default=None, help="Markdown report path")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="write the committed experiments/results/bench.md (default: outputs/bench/)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
@@ -228,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         return
 
-    out = Path(args.out) if args.out else RESULTS / ("bench_quick.md" if args.quick else "bench.md")
+    name = "bench_quick.md" if args.quick else "bench.md"
+    out = Path(args.out) if args.out else (RESULTS if args.record else Path("outputs/bench")) / name
     cases, notes = cases_for(args.models.split(","), args.device, args.quick)
     load_before = os.getloadavg()[0]
     outcomes = []

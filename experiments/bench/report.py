@@ -229,8 +229,8 @@ def phase_table(outcomes: list[CaseResult]) -> str:
     lines = [
         "## Where a step's time goes (median seconds of instrumented steps; share of their sum)",
         "",
-        "| model | case | variant | " + " | ".join(PHASES) + " |",
-        "|---|---|---|" + "---:|" * len(PHASES),
+        "| model | case | variant | " + " | ".join(PHASES) + " | sum |",
+        "|---|---|---|" + "---:|" * (len(PHASES) + 1),
     ]
     for outcome in outcomes:
         for r in outcome.variants.values():
@@ -242,13 +242,18 @@ def phase_table(outcomes: list[CaseResult]) -> str:
                 for p in PHASES
             ]
             lines.append(
-                f"| {outcome.case.model} | {outcome.case.label} | {r.variant} | {' | '.join(cells)} |"
+                f"| {outcome.case.model} | {outcome.case.label} | {r.variant} | {' | '.join(cells)} "
+                f"| {total:.3f} |"
             )
     lines += [
         "",
         "Instrumented steps split the backward in two (UNet, then the text encoder from the "
         "gradient of its output): the same operations, timed apart. `optimizer` is AdamW's step "
-        "and zero_grad; `restore` the example's copy of every other row.",
+        "(and the common loop's zero_grad and lr scheduler); `restore` the example's copy of "
+        "every other row. tirun's row is read from outside its real loop through torch's hooks "
+        "(`experiments.bench.workers.TrainerPhases`): its `data` is everything from one "
+        "optimizer step to the text encoder (the scheduler, logging, the batch drawn from the "
+        "cached latents), its `other` the noise, the loss read back, health checks and clipping.",
     ]
     return "\n".join(lines)
 

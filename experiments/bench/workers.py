@@ -22,7 +22,8 @@ from experiments.bench.cases import REPO, Case, Plan
 from experiments.bench.models import load_components
 from experiments.bench.steps import Stopwatch, synchronize
 from experiments.bench.trainer import run_tirun, sample_grid
-from experiments.bench.variants import Common, Floor
+from experiments.bench.variants import Floor, common_loop
+from tirun.toybench.common import ExampleLoop
 
 
 class Channel:
@@ -69,13 +70,13 @@ class Session:
         self.images = images
         self.plan = plan
         self.device = torch.device(case.device)
-        self.variant: Common | Floor | None = None
+        self.variant: ExampleLoop | Floor | None = None
 
     def setup(self) -> dict:
         """Build the variant and take its first step: the time to first step."""
         clock = Clock(self.device)
         components = load_components(self.case.model, self.case.resolution)
-        variants = {"common": Common, "floor": Floor}
+        variants = {"common": common_loop, "floor": Floor}
         self.variant = variants[self.variant_name](components, self.case, self.images)
         loss = self.variant.step()
         return {"first_step_s": clock.read()["s"], "loss": loss}
@@ -91,7 +92,9 @@ class Session:
         return {"phases": dict(clock.seconds)}
 
     def stats(self) -> dict:
-        restored = self.variant.other_rows_restored() if isinstance(self.variant, Common) else None
+        restored = (
+            self.variant.other_rows_restored() if isinstance(self.variant, ExampleLoop) else None
+        )
         return {
             "peak_rss_mb": peak_rss_mb(),
             "peak_cuda_mb": peak_cuda_mb(self.device),
@@ -125,7 +128,8 @@ class TrainerSession:
     touched) hands control to the coordinator after every step, so the trainer's real loop
     takes its steps in turn with the other variants. An interval runs from the coordinator's
     `step` to the next optimizer step: exactly one loop iteration. The `setup` command runs
-    the whole training; the hook answers the commands that arrive meanwhile.
+    the whole training; the hook answers the commands that arrive meanwhile. A `phases`
+    step is split by `TrainerPhases`, from the outside too.
     """
 
     commands = ("setup",)
@@ -138,6 +142,7 @@ class TrainerSession:
         self.clock = Clock(self.device)
         self.first = True
         self.profiler = None
+        self.phases: TrainerPhases | None = None
         self.hook = None
 
     def setup(self, steps: int, out_dir: str) -> dict:
@@ -163,6 +168,9 @@ class TrainerSession:
         if self.profiler is not None:
             answer["table"] = stop_profiler(self.profiler, self.device)
             self.profiler = None
+        if self.phases is not None:
+            answer["phases"] = self.phases.stop()
+            self.phases = None
         self.channel.answer(answer)
         while (request := self.channel.read()) is not None:
             command = request.pop("op")
@@ -171,13 +179,91 @@ class TrainerSession:
                 continue
             if command == "profile":
                 self.profiler = start_profiler(self.device)
+            if command == "phases":
+                self.phases = TrainerPhases(self.device, optimizer)
             if command == "finish":
                 self.hook.remove()
-            elif command not in ("step", "profile"):
+            elif command not in ("step", "profile", "phases"):
                 self.channel.answer({"error": f"unknown command {command!r} during training"})
                 continue
             self.clock.start()
             return
+
+
+class TrainerPhases:
+    """Where one step of tirun's trainer goes, read from the outside through torch's hooks
+    (module forward hooks, tensor and gradient hooks, optimizer step hooks), in the phases the
+    other variants report: `data` (from the coordinator's `step` to the text encoder: the end of
+    the previous iteration after the optimizer's step, i.e. the lr scheduler and logging, then
+    the batch's draw), `text_encoder` (its forward, and its backward from the gradient of its
+    output to the word's vectors), `unet` (forward, loss and backward down to the text
+    encoder's output), `optimizer` (the optimizer's step) and `other` (the rest: noise and
+    timesteps, the loss read back, health checks, clipping). Marks synchronise the device, as
+    the other variants' clocks do."""
+
+    ENCODERS = ("CLIPTextModel", "CLIPTextModelWithProjection")
+
+    def __init__(self, device: torch.device, optimizer: torch.optim.Optimizer):
+        from torch.nn.modules.module import (
+            register_module_forward_hook,
+            register_module_forward_pre_hook,
+        )
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+        self.device = device
+        self.seconds: dict[str, float] = dict.fromkeys(
+            ("data", "text_encoder", "unet", "optimizer", "other"), 0.0
+        )
+        self.opened: dict[str, float] = {}
+        self.last = self.now()
+        self.handles = [
+            register_module_forward_pre_hook(self._before_forward),
+            register_module_forward_hook(self._after_forward),
+            register_optimizer_step_pre_hook(lambda *_: self._mark("optimizer")),
+        ]
+        self.handles += [
+            p.register_post_accumulate_grad_hook(lambda _: self._mark("other"))
+            for group in optimizer.param_groups
+            for p in group["params"]
+        ]
+        self.phase = "data"
+
+    def now(self) -> float:
+        synchronize(self.device)
+        return time.perf_counter()
+
+    def _mark(self, following: str) -> None:
+        """Close the phase running now and open ``following``."""
+        now = self.now()
+        self.seconds[self.phase] += now - self.last
+        self.last, self.phase = now, following
+
+    def _before_forward(self, module, args, kwargs=None) -> None:
+        name = type(module).__name__
+        if name in self.ENCODERS:
+            self._mark("text_encoder")
+        elif name == "UNet2DConditionModel":
+            self._mark("unet")
+            states = (kwargs or {}).get("encoder_hidden_states")
+            if states is None and len(args) > 2:
+                states = args[2]
+            if torch.is_tensor(states) and states.requires_grad:
+                # the UNet's backward ends where the gradient reaches the text encoder's output
+                self.handles.append(states.register_hook(self._unet_backward_done))
+
+    def _unet_backward_done(self, grad: torch.Tensor) -> None:
+        self._mark("text_encoder")
+
+    def _after_forward(self, module, args, output) -> None:
+        if type(module).__name__ in self.ENCODERS:
+            self._mark("other")
+
+    def stop(self) -> dict[str, float]:
+        """The phases' seconds, the optimizer's step (the last) closed now."""
+        self._mark("other")
+        for handle in self.handles:
+            handle.remove()
+        return self.seconds
 
 
 def peak_rss_mb() -> float:
