@@ -4,9 +4,10 @@ Three variants, measured on the same model, machine, batch, resolution, precisio
 
 - `tirun`: tirun's own trainer, `train(cfg)` composed through Hydra as `python -m tirun`
   composes it, paused after each optimisation step so it steps in turn with the others.
-- `common`: the loop of the diffusers textual_inversion example, re-implemented step for step:
-  images read and resized every step, the VAE encodes every batch, the whole token table trains
-  under AdamW (weight decay 0.01) and every other row is copied back after the step.
+- `common`: the loop of the diffusers textual_inversion example as ToyBench runs it
+  (`tirun.toybench.common.ExampleLoop`, `train.loop=common`): images resized every step, the
+  VAE encodes every batch, the whole token table trains under AdamW (weight decay 0.01) and
+  every other row is copied back after the step.
 - `floor`: one forward and backward of the frozen text encoder and UNet on cached latents, the
   gradient reaching only the new vector, in eager PyTorch: what the method itself costs.
 
