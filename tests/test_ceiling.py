@@ -37,7 +37,6 @@ def test_each_kind_of_concept_is_named_in_the_words_pretraining_captions_use():
     assert ceiling.named_prompts(CONCEPTS["green_dotted_diamond"])[0] == "a photo of a green object"
 
 
-
 def test_the_answer_says_the_unnamed_values_by_their_retired_words():
     answer = frozenset()
     assert ceiling.named_prompts(CONCEPTS["green_dotted_diamond"], answer)[0] == (
@@ -52,6 +51,7 @@ def test_the_answer_says_the_unnamed_values_by_their_retired_words():
     # nothing unnamed: the answer is the names
     purple = CONCEPTS["purple_star"]
     assert ceiling.named_prompts(purple, answer) == ceiling.named_prompts(purple)
+
 
 def test_an_edit_is_named_with_everything_a_right_sample_shows():
     edits = ceiling.named_edits(CONCEPTS["green_outlined_star"])
