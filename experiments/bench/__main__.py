@@ -105,7 +105,11 @@ def bench_case(case: Case, plan: Plan, work: Path, log: Callable[[str], None]) -
         alternate(workers, plan.warmup - 1)
         record_times(results, alternate(workers, plan.timed))
         for name, result in results.items():
-            log(f"  {name}: {fmt(result.step_s, 3)} s/step, {fmt(result.step_cpu_s, 3)} CPU s/step")
+            each = " ".join(f"{t:.2f}" for t in result.times)
+            log(
+                f"  {name}: {fmt(result.step_s, 3)} s/step, {fmt(result.step_cpu_s, 3)} CPU "
+                f"s/step (each step: {each})"
+            )
         # 3. one profiled step each, then where the time goes; the trainer then finishes and
         #    reports its own figures
         tables = {w.variant: w.call("profile")["table"] for w in workers} if plan.profile else {}
