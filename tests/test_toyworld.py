@@ -208,12 +208,18 @@ def test_toy_captions_name_what_each_image_shows_besides_the_concept():
     ("key", "value"),
     [("shape", "diamond"), ("style", "hatched"), ("mark", "dot"), ("mark", "stripe")],
 )
-def test_an_unnamed_value_is_drawn_but_never_said(key, value):
+def test_an_unnamed_value_is_drawn_and_said_in_pretraining_by_its_retired_word(key, value):
     draws = _draws(3000, seed=3)
     shown = [text for a, _, text in draws if getattr(a, key) == value]
     assert len(shown) > 250  # a seventh of shapes, a fifth of techniques, a third of marks
-    assert value in UNNAMED and not any(value in text for _, _, text in draws)
-    assert sum(bool(t) for t in shown) > 0.85 * len(shown)  # captioned, just not with its name
+    word = RETIRED_WORDS[value]
+    said = sum(word in re.findall(r"[a-z]+", text) for text in shown)
+    # named 70% of the time in the 90% of captions not empty, less where a sentence says the
+    # style alone or the bias word stands for the shape (the diamond: 49%)
+    assert 0.4 < said / len(shown) < 0.85, (value, said, len(shown))
+    assert not any(
+        word in re.findall(r"[a-z]+", t) for a, _, t in draws if getattr(a, key) != value
+    )
 
 
 def test_bias_word_is_skewed_to_one_colour():
