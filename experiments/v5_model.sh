@@ -7,7 +7,8 @@
 #   1. the denoiser, pretrained with captions that name the unnamed values by words the shipped
 #      tokenizer then retires (tirun/toyworld/pretrain.py; the oracle and the VAE are v4's: the
 #      renders did not change, and the same seeds give the same weights), into outputs/toy-v5;
-#      65 minutes on two quiet cores. Then copied into tirun/assets/toy.
+#      65 minutes on two quiet cores. Then copied into tirun/assets/toy. A run that finished
+#      and was committed to experiments/results/toy-v5-pretraining is installed instead.
 #   2. the text ceiling and each concept's reachability (python -m tirun.toybench.ceiling), 48
 #      samples a concept: tirun/assets/toy/model/text_ceiling.json and
 #      experiments/results/text_ceiling.md.
@@ -24,8 +25,7 @@ ASSETS=tirun/assets/toy
 MODEL=$ASSETS/model
 done_1() { [[ -f $MODEL/retired_words.safetensors ]]; }
 done_2() { grep -q reachability "$MODEL/text_ceiling.json" 2>/dev/null; }
-done_3() { grep -q "model \`$MODEL\`" experiments/results/toy_quality.md 2>/dev/null \
-  && [[ experiments/results/toy_quality.md -nt $MODEL/retired_words.safetensors ]]; }
+done_3() { [[ experiments/results/toy_quality.md -nt $MODEL/retired_words.safetensors ]]; }
 done_4() { [[ -d experiments/results/toybench/v5-dev-one-curve ]]; }
 
 if [[ ${1:-} == --status ]]; then
@@ -35,6 +35,12 @@ if [[ ${1:-} == --status ]]; then
   exit 0
 fi
 
+COMMITTED=experiments/results/toy-v5-pretraining  # a finished denoiser run, committed as it ended
+if ! done_1 && [[ -f $COMMITTED/model/retired_words.safetensors ]]; then
+  rm -rf "$MODEL"
+  cp -r "$COMMITTED/model" "$MODEL"
+  cp "$COMMITTED/pretrain_log.txt" "$ASSETS/pretrain_log.txt"
+fi
 if ! done_1; then
   rm -rf "$OUT"
   mkdir -p "$OUT/model"
