@@ -213,7 +213,8 @@ def answer_lines(runs: dict[str, list[ScoredWord]]) -> list[str]:
     from tirun.toyworld.concepts import CONCEPTS
 
     model = PACKAGED_MODELS["toy"]
-    if not answer.answer_rows(model):
+    rows = answer.answer_rows(model)
+    if not rows:
         return []
     lines = [
         "",
@@ -228,7 +229,6 @@ def answer_lines(runs: dict[str, list[ScoredWord]]) -> list[str]:
         distances = [word_distance(w) for w in words]
         start = []
         for w in words:
-            rows = answer.answer_rows(model)
             initializer = CONCEPTS[w.concept].initializer
             if initializer in rows:
                 start.append(answer.distance(w.concept, rows[initializer][None], model))
